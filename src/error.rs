@@ -1,0 +1,315 @@
+//! Typed errors: what went wrong, on which addresses, and what to change.
+//!
+//! [`DialError`] comes from [`Dialer::connect`](crate::Dialer::connect); match on
+//! [`DialError::kind`]. [`ConfigError`] comes from the builders and names the option at fault.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+/// What kind of failure a [`DialError`] is. Callers match on this, not on OS error numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DialErrorKind {
+    /// Every source address tried had no free ephemeral port towards the target: `EADDRNOTAVAIL`
+    /// from `connect`, or `EADDRINUSE` from `bind`. The dialer has already retried on other
+    /// sources and quarantined the exhausted ones.
+    PortsExhausted,
+    /// The target actively refused the connection (`ECONNREFUSED`): nothing listens there.
+    Refused,
+    /// The connection did not complete within the connect timeout.
+    Timeout,
+    /// The process or the system is out of file descriptors (`EMFILE` or `ENFILE`). This is not
+    /// port exhaustion: more source addresses will not help, fewer concurrent sockets will.
+    FdLimit,
+    /// The sources cannot reach the target: a loopback source with a non-loopback target, or
+    /// sources of the wrong address family. Detected before any socket is created.
+    Mismatch,
+    /// Any other I/O error, including a failed name lookup.
+    Io,
+}
+
+impl DialErrorKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [DialErrorKind; 6] = [
+        DialErrorKind::PortsExhausted,
+        DialErrorKind::Refused,
+        DialErrorKind::Timeout,
+        DialErrorKind::FdLimit,
+        DialErrorKind::Mismatch,
+        DialErrorKind::Io,
+    ];
+
+    /// A short, stable, snake_case name, for metrics labels and log fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialErrorKind::PortsExhausted => "ports_exhausted",
+            DialErrorKind::Refused => "refused",
+            DialErrorKind::Timeout => "timeout",
+            DialErrorKind::FdLimit => "fd_limit",
+            DialErrorKind::Mismatch => "mismatch",
+            DialErrorKind::Io => "io",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Classifies an OS error. `at_bind` tells whether it came from `bind` rather than `connect`:
+    /// `EADDRNOTAVAIL` means "out of ports" from `connect` but "not a local address" from `bind`.
+    pub(crate) fn classify(err: &io::Error, at_bind: bool) -> DialErrorKind {
+        match err.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => return DialErrorKind::FdLimit,
+            Some(libc::EADDRINUSE) => return DialErrorKind::PortsExhausted,
+            Some(libc::EADDRNOTAVAIL) if !at_bind => return DialErrorKind::PortsExhausted,
+            _ => {}
+        }
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => DialErrorKind::Refused,
+            io::ErrorKind::TimedOut => DialErrorKind::Timeout,
+            _ => DialErrorKind::Io,
+        }
+    }
+
+    fn advice(self) -> &'static str {
+        match self {
+            DialErrorKind::PortsExhausted => {
+                "each (source address, port) pair stays in TIME_WAIT for about 60 s after close; \
+                 spread dials over more sources (SourceSet::loopback()), reuse connections through \
+                 a Pool instead of dialing per request, or widen net.ipv4.ip_local_port_range"
+            }
+            DialErrorKind::Refused => {
+                "nothing listens on the target: check that the server runs and the address is right"
+            }
+            DialErrorKind::Timeout => {
+                "the server did not complete the handshake in time: it is stalled or its accept \
+                 backlog is full; raise DialerBuilder::connect_timeout only if it is slow by design"
+            }
+            DialErrorKind::FdLimit => {
+                "the process is out of file descriptors: bound concurrent connections (a Pool does), \
+                 or raise RLIMIT_NOFILE (ulimit -n); more source addresses will not help"
+            }
+            DialErrorKind::Mismatch => {
+                "dial the target with sources of its own family and scope: loopback sources reach \
+                 only loopback targets"
+            }
+            DialErrorKind::Io => "",
+        }
+    }
+}
+
+impl fmt::Display for DialErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DialErrorKind::PortsExhausted => "ports exhausted",
+            DialErrorKind::Refused => "connection refused",
+            DialErrorKind::Timeout => "connect timed out",
+            DialErrorKind::FdLimit => "file descriptor limit reached",
+            DialErrorKind::Mismatch => "source/target mismatch",
+            DialErrorKind::Io => "I/O error",
+        })
+    }
+}
+
+/// A failed dial: its [kind](DialErrorKind), the target, the source addresses tried, how many
+/// attempts were made, and the underlying [`io::Error`].
+///
+/// The `Display` output says what happened, where, and what to change. `DialError` converts into
+/// an [`io::Error`] (keeping itself as the inner error), so code written against
+/// `TcpStream::connect` can use `?` unchanged.
+///
+/// ```
+/// # async fn demo() {
+/// match multiloop::connect("127.0.0.1:1").await {
+///     Ok(_) => {}
+///     Err(e) if e.kind() == multiloop::DialErrorKind::Refused => eprintln!("server down: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
+pub struct DialError {
+    kind: DialErrorKind,
+    target: Option<SocketAddr>,
+    sources: Vec<IpAddr>,
+    attempts: u32,
+    error: io::Error,
+}
+
+impl DialError {
+    pub(crate) fn new(
+        kind: DialErrorKind,
+        target: Option<SocketAddr>,
+        sources: Vec<IpAddr>,
+        attempts: u32,
+        error: io::Error,
+    ) -> Self {
+        DialError {
+            kind,
+            target,
+            sources,
+            attempts,
+            error,
+        }
+    }
+
+    /// A dial that could not start because the dialer could not be built.
+    pub(crate) fn from_config(err: ConfigError) -> Self {
+        let kind = match err.source.as_ref() {
+            Some(io) => match DialErrorKind::classify(io, true) {
+                DialErrorKind::FdLimit => DialErrorKind::FdLimit,
+                _ => DialErrorKind::Io,
+            },
+            None => DialErrorKind::Io,
+        };
+        DialError::new(kind, None, Vec::new(), 0, io::Error::other(err))
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> DialErrorKind {
+        self.kind
+    }
+
+    /// The target address, or `None` when the name did not resolve to any address.
+    pub fn target(&self) -> Option<SocketAddr> {
+        self.target
+    }
+
+    /// The source addresses tried, in order. For [`DialErrorKind::PortsExhausted`] without any
+    /// attempt, these are the quarantined addresses that left nothing to try.
+    pub fn sources(&self) -> &[IpAddr] {
+        &self.sources
+    }
+
+    /// How many sockets were tried: 0 when the dial failed before creating one (a mismatch, or
+    /// every source quarantined).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The underlying I/O error of the last attempt.
+    pub fn io_error(&self) -> &io::Error {
+        &self.error
+    }
+
+    /// The `io::ErrorKind` this error maps to when converted into an [`io::Error`].
+    fn io_kind(&self) -> io::ErrorKind {
+        match self.kind {
+            DialErrorKind::PortsExhausted => io::ErrorKind::AddrNotAvailable,
+            DialErrorKind::Refused => io::ErrorKind::ConnectionRefused,
+            DialErrorKind::Timeout => io::ErrorKind::TimedOut,
+            DialErrorKind::Mismatch => io::ErrorKind::InvalidInput,
+            DialErrorKind::FdLimit | DialErrorKind::Io => self.error.kind(),
+        }
+    }
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(target) = self.target {
+            write!(f, " dialing {target}")?;
+        }
+        if !self.sources.is_empty() {
+            f.write_str(" from ")?;
+            for (i, src) in self.sources.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{src}")?;
+            }
+        }
+        match self.attempts {
+            0 => {}
+            1 => f.write_str(" (1 attempt)")?,
+            n => write!(f, " ({n} attempts)")?,
+        }
+        write!(f, ": {}", self.error)?;
+        let advice = self.kind.advice();
+        if !advice.is_empty() {
+            write!(f, "; {advice}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialError")
+            .field("kind", &self.kind)
+            .field("target", &self.target)
+            .field("sources", &self.sources)
+            .field("attempts", &self.attempts)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl StdError for DialError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<DialError> for io::Error {
+    fn from(err: DialError) -> io::Error {
+        io::Error::new(err.io_kind(), err)
+    }
+}
+
+/// An invalid configuration, naming the builder option at fault.
+///
+/// ```
+/// let err = multiloop::Dialer::builder().max_attempts(0).build().unwrap_err();
+/// assert_eq!(err.option(), "max_attempts");
+/// assert!(err.to_string().contains("max_attempts"));
+/// ```
+#[derive(Debug)]
+pub struct ConfigError {
+    option: &'static str,
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(option: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            option,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: io::Error) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The builder option at fault, as named in the builder (for example `"sources"`,
+    /// `"connect_timeout"` or `"local_port_range"`).
+    pub fn option(&self) -> &'static str {
+        self.option
+    }
+
+    /// What is wrong and what to change, without the option name.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.option, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for ConfigError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}

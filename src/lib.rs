@@ -1,0 +1,110 @@
+//! Connections to a local memcached or redis that cannot run out of ports.
+//!
+//! A service fanned out one new connection per key to the memcached on its own host; its pool
+//! capped only idle connections, so bursts left tens of thousands of source ports in TIME_WAIT.
+//! When the 28,232 ports of 127.0.0.1 ran out, every dial failed with `EADDRINUSE`, each failure
+//! was logged synchronously, threads piled up and the process was OOM-killed. `multiloop` spreads
+//! source addresses across 127.0.0.0/8, so the port space is (addresses × ports), and reports
+//! every failure as a typed, actionable error.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiloop::{Dialer, DialErrorKind};
+//!
+//! // A drop-in for tokio's TcpStream::connect, on a shared default dialer:
+//! let stream = multiloop::connect("127.0.0.1:11211").await?;
+//! println!("connected from {}", stream.local_addr()?); // e.g. 127.83.4.201:40312
+//!
+//! // Or configure one:
+//! let dialer = Dialer::builder().sources("127.0.0.0/16".parse()?).build()?;
+//! match dialer.connect("127.0.0.1:6379").await {
+//!     Ok(_stream) => {}
+//!     Err(e) if e.kind() == DialErrorKind::PortsExhausted => eprintln!("shed load: {e}"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`SourceSet`] and [`Strategy`] (`source.rs`): which 127.x.y.z to bind.
+//! - [`Dialer`] (`dial.rs`): picks a source, sets `IP_BIND_ADDRESS_NO_PORT` so the kernel picks
+//!   the port by the full 4-tuple, connects under a timeout, and on exhaustion quarantines the
+//!   source and retries on another.
+//! - [`DialError`] and [`ConfigError`] (`error.rs`): kinds to match on, messages that say what to
+//!   change.
+//! - [`DialStats`] (`telemetry.rs`) and [`ports`]: what the dialer did, and the port budget.
+//!
+//! # Platforms
+//!
+//! Linux routes all of 127.0.0.0/8 to the loopback interface. macOS routes only 127.0.0.1 unless
+//! aliases are added; the dialer probes this when it is built and, by default, falls back to
+//! 127.0.0.1 with one warning (see [`Fallback`]). IPv6 has a single loopback address, so `[::1]`
+//! targets dial from `::1`.
+//!
+//! The crate runs no background tasks.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod dial;
+mod error;
+pub mod ports;
+mod quarantine;
+mod sockopt;
+mod source;
+mod telemetry;
+
+pub use dial::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, Dialer, DialerBuilder,
+    Fallback,
+};
+pub use error::{ConfigError, DialError, DialErrorKind};
+pub use source::{SourceSet, Strategy};
+pub use telemetry::{DISTINCT_SOURCES_CAP, DialStats, FailureCounts};
+
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::OnceCell;
+
+static DEFAULT_DIALER: OnceCell<Dialer> = OnceCell::const_new();
+
+/// The shared dialer behind [`connect`]: every option at its default, built on first use.
+///
+/// # Errors
+///
+/// The [`ConfigError`] of the first build, if the platform probe failed (for example because
+/// the process was out of file descriptors). The next call tries again.
+pub async fn default_dialer() -> Result<&'static Dialer, ConfigError> {
+    DEFAULT_DIALER
+        .get_or_try_init(|| async { Dialer::builder().build() })
+        .await
+}
+
+/// Connects to `addr` from a source spread over 127.0.0.0/8: a drop-in for
+/// [`tokio::net::TcpStream::connect`].
+///
+/// It uses [`default_dialer`], so it takes the same arguments and returns the same stream. Its
+/// error converts into `io::Error`, so `?` works in functions that return `io::Result`.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// // Before: let stream = tokio::net::TcpStream::connect("127.0.0.1:11211").await?;
+/// let stream = multiloop::connect("127.0.0.1:11211").await?;
+/// # drop(stream);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// A [`DialError`], as from [`Dialer::connect`]; if the default dialer cannot be built, one of
+/// kind [`DialErrorKind::FdLimit`] or [`DialErrorKind::Io`] that carries the [`ConfigError`].
+pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<TcpStream, DialError> {
+    match default_dialer().await {
+        Ok(dialer) => dialer.connect(addr).await,
+        Err(e) => Err(DialError::from_config(e)),
+    }
+}
