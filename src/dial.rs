@@ -501,13 +501,7 @@ impl Dialer {
     fn open(&self, source: IpAddr, target: SocketAddr) -> Result<Socket, (io::Error, bool)> {
         let inner = &*self.inner;
         let before_bind = |e| (e, false);
-        let socket = Socket::new(
-            Domain::for_address(target),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .map_err(before_bind)?;
-        socket.set_nonblocking(true).map_err(before_bind)?;
+        let socket = new_nonblocking_socket(target).map_err(before_bind)?;
         if inner.nodelay {
             socket.set_tcp_nodelay(true).map_err(before_bind)?;
         }
@@ -718,6 +712,22 @@ fn probe_routes(
         }
     }
     Ok((sources, false))
+}
+
+/// A non-blocking TCP socket for `target`'s family: one syscall where the OS takes
+/// `SOCK_NONBLOCK` at creation, two elsewhere.
+fn new_nonblocking_socket(target: SocketAddr) -> io::Result<Socket> {
+    let domain = Domain::for_address(target);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
 }
 
 fn probe_bind(ip: IpAddr, no_port: bool) -> io::Result<()> {

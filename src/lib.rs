@@ -108,3 +108,8 @@ pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<TcpStream, DialError> 
         Err(e) => Err(DialError::from_config(e)),
     }
 }
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

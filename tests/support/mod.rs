@@ -1,0 +1,266 @@
+//! Test support: real `memcached` and `redis-server` processes on free loopback ports, killed on
+//! drop, and small in-process servers for what a real server cannot do.
+//!
+//! When a server binary is missing, [`memcached`] and [`redis`] print a visible notice and return
+//! `None`, so the test can skip. With `MULTILOOP_REQUIRE_SERVERS=1` (as CI sets it) a missing
+//! binary fails the test instead.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// A server process, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    name: &'static str,
+    _dir: Option<TempDir>,
+}
+
+impl Server {
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {}", self.name, self.addr)
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether CI asked for server-backed tests to fail instead of skipping.
+pub fn servers_required() -> bool {
+    std::env::var("MULTILOOP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds `name` on PATH or in the usual system directories, or reports the skip.
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(
+        ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
+            .iter()
+            .map(PathBuf::from),
+    );
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    if servers_required() {
+        panic!(
+            "{name} is not installed and MULTILOOP_REQUIRE_SERVERS=1: install it (apt-get install memcached redis-server)"
+        );
+    }
+    notice(&format!(
+        "SKIPPED: {name} is not installed, so this server-backed test did not run. Install it \
+         (apt-get install memcached redis-server), or set MULTILOOP_REQUIRE_SERVERS=1 to make \
+         this a failure."
+    ));
+    None
+}
+
+/// Prints a notice that `cargo test`'s output capture does not hide: `eprintln!` output of a
+/// passing test is swallowed, a direct write to the stderr handle is not.
+pub fn notice(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** NOTICE: {text} ***\n");
+}
+
+/// A free port on 127.0.0.1, as the kernel hands it out. The server may lose a race for it;
+/// [`spawn`] retries with another.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn spawn(name: &'static str, binary: &Path, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("multiloop-{name}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create server temp dir");
+        let dir = TempDir(dir);
+        let mut child = Command::new(binary)
+            .args(args(port, &dir.0))
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                last_error = format!("{name} exited with {status} (port {port} taken?)");
+                break;
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Server {
+                    child,
+                    addr,
+                    name,
+                    _dir: Some(dir),
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                last_error = format!("{name} did not listen on {addr} within 10 s");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("could not start {name}: {last_error}");
+}
+
+/// Starts memcached on a free loopback port, or returns `None` (after a notice) when it is not
+/// installed.
+pub fn memcached() -> Option<Server> {
+    let binary = find_binary("memcached")?;
+    let root = is_root();
+    Some(spawn("memcached", &binary, move |port, _| {
+        let mut args: Vec<String> = [
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-t",
+            "2",
+            "-c",
+            "8192",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if root {
+            args.extend(["-u".to_string(), "root".to_string()]);
+        }
+        args
+    }))
+}
+
+/// Starts redis-server on a free loopback port with `extra` configuration arguments (such as
+/// `["--requirepass", "secret"]`), or returns `None` (after a notice) when it is not installed.
+///
+/// Unless `extra` says otherwise it binds 127.0.0.1 only, saves nothing, and turns protected
+/// mode off, which is safe on a loopback-only bind.
+pub fn redis(extra: &[&str]) -> Option<Server> {
+    let binary = find_binary("redis-server")?;
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    Some(spawn("redis-server", &binary, move |port, dir| {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        if !extra.iter().any(|a| a == "--protected-mode") {
+            args.extend(["--protected-mode".into(), "no".into()]);
+        }
+        args.extend(extra.iter().cloned());
+        args
+    }))
+}
+
+/// An in-process server that accepts, records each peer address, reads until the client closes
+/// and then closes: the client closes first, so the client side ends in TIME_WAIT.
+pub struct Acceptor {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acceptor {
+    /// Listens on a free port of `ip`.
+    pub async fn start(ip: &str) -> Acceptor {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind acceptor");
+        let addr = listener.local_addr().expect("acceptor addr");
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                // Keep accepting after errors such as EMFILE, as a real server does.
+                let (mut stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    }
+                };
+                seen.lock().unwrap().push(peer);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        Acceptor { addr, peers, task }
+    }
+
+    /// The peer addresses accepted so far.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A free loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    ([127, 0, 0, 1], free_port()).into()
+}
