@@ -189,7 +189,9 @@ impl DialerBuilder {
             None => None,
         };
         let probe = probe_options(&self.sources, self.bind_address_no_port, port_range)?;
-        let (sources, fell_back) = probe_routes(self.sources, probe.no_port, self.fallback)?;
+        let (sources, fell_back) = probe_routes(self.sources, self.fallback, |ip| {
+            probe_bind(ip, probe.no_port)
+        })?;
         Ok(Dialer {
             inner: Arc::new(Inner {
                 next: AtomicU64::new(rand::random()),
@@ -648,25 +650,29 @@ fn probe_options(
 
 /// Binds a few members of the set to check that the host routes them, and applies the fallback
 /// policy if it does not. Sends no packet.
+///
+/// `bind` binds one address without connecting; tests pass a stand-in for platforms that do not
+/// route all of 127.0.0.0/8.
 fn probe_routes(
     sources: SourceSet,
-    no_port: bool,
     fallback: Fallback,
+    bind: impl Fn(IpAddr) -> io::Result<()>,
 ) -> Result<(SourceSet, bool), ConfigError> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     for class in [Class::V4Loopback, Class::V4Other, Class::V6Other] {
         let blocks = sources.class(class);
         let len = blocks.len();
-        // First, middle and last member: enough to catch a platform that routes only
-        // 127.0.0.1, or only a few aliases of a wide block.
-        let mut probes: Vec<IpAddr> = [0, len / 2, len.saturating_sub(1)]
+        // The first two, middle and last members: enough to catch a platform that routes only
+        // 127.0.0.1 (then 127.0.0.2, the usual first alias, is named), or only a few aliases of
+        // a wide block.
+        let mut probes: Vec<IpAddr> = [0, 1, len / 2, len.saturating_sub(1)]
             .into_iter()
             .filter_map(|i| blocks.get(i))
             .filter(|&ip| ip != localhost)
             .collect();
         probes.dedup();
         for ip in probes {
-            let Err(e) = probe_bind(ip, no_port) else {
+            let Err(e) = bind(ip) else {
                 continue;
             };
             let unroutable = e.raw_os_error() == Some(libc::EADDRNOTAVAIL);
@@ -742,4 +748,64 @@ fn probe_bind(ip: IpAddr, no_port: bool) -> io::Result<()> {
         sockopt::set_bind_address_no_port(&socket, true)?;
     }
     socket.bind(&SocketAddr::new(ip, 0).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host that routes only 127.0.0.1 and ::1, as macOS does without aliases.
+    fn macos_like(ip: IpAddr) -> io::Result<()> {
+        if ip.is_loopback() && ip != IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)) && ip.is_ipv4() {
+            Err(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))
+        } else {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unroutable_loopback_falls_back_to_localhost_by_default() {
+        let (sources, fell_back) =
+            probe_routes(SourceSet::loopback(), Fallback::Localhost, macos_like).unwrap();
+        assert!(fell_back);
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources.get(0), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+
+    #[test]
+    fn fallback_keeps_ipv6_members() {
+        let set: SourceSet = "127.0.0.0/24, ::1".parse().unwrap();
+        let (sources, fell_back) = probe_routes(set, Fallback::Localhost, macos_like).unwrap();
+        assert!(fell_back);
+        assert_eq!(sources.to_string(), "127.0.0.1, ::1");
+    }
+
+    #[test]
+    fn unroutable_loopback_fails_under_fallback_fail_and_says_how_to_add_aliases() {
+        let err = probe_routes(SourceSet::loopback(), Fallback::Fail, macos_like).unwrap_err();
+        assert_eq!(err.option(), "sources");
+        let text = err.to_string();
+        assert!(text.contains("does not route 127.0.0.2"), "{text}");
+        assert!(
+            text.contains("sudo ifconfig lo0 alias 127.0.0.2 up"),
+            "{text}"
+        );
+        assert!(text.contains("Fallback::Localhost"), "{text}");
+    }
+
+    #[test]
+    fn localhost_alone_needs_no_probe() {
+        let set: SourceSet = "127.0.0.1".parse().unwrap();
+        let (sources, fell_back) = probe_routes(set.clone(), Fallback::Fail, macos_like).unwrap();
+        assert!(!fell_back);
+        assert_eq!(sources, set);
+    }
+
+    #[test]
+    fn other_probe_errors_are_reported_not_fallen_back_from() {
+        let emfile = |_| Err(io::Error::from_raw_os_error(libc::EMFILE));
+        let err = probe_routes(SourceSet::loopback(), Fallback::Localhost, emfile).unwrap_err();
+        assert_eq!(err.option(), "sources");
+        assert!(err.to_string().contains("could not probe"), "{err}");
+    }
 }
