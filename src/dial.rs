@@ -14,7 +14,7 @@ use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 use crate::error::{ConfigError, DialError, DialErrorKind};
 use crate::quarantine::{self, Quarantine};
 use crate::source::{Blocks, Class, SourceSet, Strategy};
-use crate::telemetry::{DialCounters, DialStats};
+use crate::telemetry::{DEFAULT_REPORT_WINDOW, DialCounters, DialStats, Reporter};
 use crate::{ports, sockopt};
 
 /// Default for [`DialerBuilder::connect_timeout`]: 2 s.
@@ -206,6 +206,7 @@ impl DialerBuilder {
                 port_range,
                 max_attempts: self.max_attempts,
                 fell_back,
+                reporter: Reporter::new(DEFAULT_REPORT_WINDOW),
             }),
         })
     }
@@ -254,6 +255,7 @@ struct Inner {
     port_range: Option<(u16, u16)>,
     max_attempts: u32,
     fell_back: bool,
+    reporter: Reporter<{ DialErrorKind::ALL.len() }>,
 }
 
 /// Where a dial may take its source from.
@@ -312,8 +314,41 @@ impl Dialer {
         let result = self.connect_any(addr).await;
         if let Err(e) = &result {
             self.inner.counters.record_failure(e.kind());
+            self.report(e);
         }
         result
+    }
+
+    /// Logs the first failure of each kind per window at once, with full context, and counts
+    /// the rest for a summary: a storm of failures makes a handful of log events.
+    fn report(&self, e: &DialError) {
+        self.inner.reporter.report(e.kind().index(), |suppressed| {
+            let budget = match (e.kind(), e.target()) {
+                (DialErrorKind::PortsExhausted, Some(target)) => {
+                    ports::snapshot(target, self.local_port_range())
+                        .map(|s| s.summary())
+                        .unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+            tracing::warn!(
+                kind = e.kind().as_str(),
+                error = %e,
+                port_budget = %budget,
+                suppressed_in_last_window = suppressed,
+                "multiloop: dial failed; further failures of this kind are counted and \
+                 summarized once per window"
+            );
+        });
+    }
+
+    /// Logs a summary for each kind whose window ended with failures not yet logged. The
+    /// pool's reaper calls it; a bare dialer summarizes when the next window opens.
+    pub(crate) fn flush_reports(&self) {
+        self.inner.reporter.flush(|kind, count, window| {
+            let kind = DialErrorKind::ALL[kind].as_str();
+            tracing::warn!(kind, count, window = ?window, "multiloop: {count} more dial failures of kind {kind}");
+        });
     }
 
     async fn connect_any<A: ToSocketAddrs>(&self, addr: A) -> Result<TcpStream, DialError> {
@@ -420,6 +455,12 @@ impl Dialer {
             0,
             err,
         ))
+    }
+
+    /// Whether the sources can reach `target`; the pool checks this when it is built.
+    pub(crate) fn check_target(&self, target: SocketAddr) -> Result<(), DialError> {
+        let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+        self.candidates(target).map(|_| ())
     }
 
     /// The sources that can reach `target`: members of its family and scope.

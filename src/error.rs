@@ -313,3 +313,124 @@ impl StdError for ConfigError {
         self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
     }
 }
+
+/// Which of a pool's timeouts fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Waiting for a free slot in the pool ([`PoolBuilder::wait_timeout`](crate::PoolBuilder::wait_timeout)).
+    Wait,
+    /// Dialing and setting up a new connection ([`PoolBuilder::create_timeout`](crate::PoolBuilder::create_timeout)).
+    Create,
+    /// Checking an idle connection before handing it out ([`PoolBuilder::check_timeout`](crate::PoolBuilder::check_timeout)).
+    Check,
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Wait => "wait",
+            TimeoutKind::Create => "create",
+            TimeoutKind::Check => "check",
+        })
+    }
+}
+
+/// Why [`Pool::get`](crate::Pool::get) gave no connection. `E` is the connector's error type.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PoolError<E> {
+    /// A timeout fired: all connections stayed busy for the wait timeout, or a new connection
+    /// took longer than the create timeout.
+    Timeout(TimeoutKind),
+    /// The wait queue is full ([`PoolBuilder::max_waiters`](crate::PoolBuilder::max_waiters)):
+    /// the call failed at once instead of queueing. Shed load, or bound the caller's fan-out.
+    Saturated,
+    /// The pool is paused ([`Pool::pause`](crate::Pool::pause)): a responder turned it off.
+    Paused,
+    /// The pool is closed ([`Pool::close`](crate::Pool::close)).
+    Closed,
+    /// A new connection could not be dialed. While the target refuses or stalls, every call
+    /// gets the last dial error at once and a single probe dials.
+    Dial(DialError),
+    /// The connector failed to set up a dialed connection.
+    Backend(E),
+}
+
+impl<E> PoolError<E> {
+    /// A short, stable, snake_case name, for metrics labels and log fields.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PoolError::Timeout(TimeoutKind::Wait) => "wait_timeout",
+            PoolError::Timeout(TimeoutKind::Create) => "create_timeout",
+            PoolError::Timeout(TimeoutKind::Check) => "check_timeout",
+            PoolError::Saturated => "saturated",
+            PoolError::Paused => "paused",
+            PoolError::Closed => "closed",
+            PoolError::Dial(_) => "dial",
+            PoolError::Backend(_) => "backend",
+        }
+    }
+
+    /// The dial error, if this is [`PoolError::Dial`].
+    pub fn dial_error(&self) -> Option<&DialError> {
+        match self {
+            PoolError::Dial(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for PoolError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Timeout(TimeoutKind::Wait) => f.write_str(
+                "timed out waiting for a pooled connection: every connection stayed busy; \
+                 bound concurrency with Pool::fan_out or a bulkhead, or raise max_size",
+            ),
+            PoolError::Timeout(TimeoutKind::Create) => f.write_str(
+                "timed out setting up a new connection: the server is slow to accept or to \
+                 answer its handshake",
+            ),
+            PoolError::Timeout(TimeoutKind::Check) => {
+                f.write_str("timed out checking an idle connection")
+            }
+            PoolError::Saturated => f.write_str(
+                "pool saturated: the wait queue is full (max_waiters), so the call failed at \
+                 once; shed load, or bound fan-out with Pool::fan_out",
+            ),
+            PoolError::Paused => f.write_str("pool paused: Pool::resume turns it back on"),
+            PoolError::Closed => f.write_str("pool closed"),
+            PoolError::Dial(e) => write!(f, "pool could not dial: {e}"),
+            PoolError::Backend(e) => write!(f, "connection setup failed: {e}"),
+        }
+    }
+}
+
+impl<E: StdError + 'static> StdError for PoolError<E> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            PoolError::Dial(e) => Some(e),
+            PoolError::Backend(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl DialError {
+    /// A copy for callers that fail fast on the same cause. `io::Error` is not `Clone`, so the
+    /// copy keeps the OS error number when there is one and the message otherwise.
+    pub(crate) fn duplicate(&self) -> DialError {
+        let error = match self.error.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(self.error.kind(), self.error.to_string()),
+        };
+        DialError::new(
+            self.kind,
+            self.target,
+            self.sources.clone(),
+            self.attempts,
+            error,
+        )
+    }
+}

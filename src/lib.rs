@@ -50,21 +50,36 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod connector;
 mod dial;
 mod error;
+mod limit;
+mod manager;
+mod pool;
 pub mod ports;
 mod quarantine;
+mod reaper;
 mod sockopt;
 mod source;
 mod telemetry;
 
+pub use connector::{Connector, Raw};
 pub use dial::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, Dialer, DialerBuilder,
     Fallback,
 };
-pub use error::{ConfigError, DialError, DialErrorKind};
+pub use error::{ConfigError, DialError, DialErrorKind, PoolError, TimeoutKind};
+pub use limit::{Bulkhead, BulkheadStats, LimitPermit, MAX_BULKHEADS, OVERFLOW_BULKHEAD};
+pub use pool::{
+    Conn, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_WAITERS,
+    DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, Pool, PoolBuilder, Status,
+};
 pub use source::{SourceSet, Strategy};
-pub use telemetry::{DISTINCT_SOURCES_CAP, DialStats, FailureCounts};
+pub use telemetry::{
+    ClosedCounts, DEFAULT_REPORT_WINDOW, DISTINCT_SOURCES_CAP, DialStats, FailureCounts, PoolStats,
+    WaitPercentiles,
+};
 
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::OnceCell;

@@ -1,0 +1,236 @@
+//! The deadpool manager: dials through the [`Dialer`], runs the [`Connector`], checks idle
+//! connections, and fails fast while the target is down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+
+use crate::connector::Connector;
+use crate::dial::Dialer;
+use crate::error::{DialError, DialErrorKind};
+use crate::telemetry::{CloseReason, PoolCounters};
+
+/// The shortest and longest wait between probes of a target that refuses or stalls.
+const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// A pooled connection and what the pool knows about it.
+pub(crate) struct Slot<T> {
+    pub(crate) conn: T,
+    /// When it must close: creation plus the jittered maximum lifetime.
+    expires: Option<Instant>,
+    /// When it was last returned to the pool (or created).
+    pub(crate) idle_since: Instant,
+    /// Why it is being closed, read when deadpool detaches it. Atomic, not a `Cell`, so that
+    /// connections stay `Sync`.
+    close_reason: AtomicU8,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn set_close_reason(&self, reason: CloseReason) {
+        self.close_reason.store(reason as u8, Ordering::Relaxed);
+    }
+
+    fn close_reason(&self) -> CloseReason {
+        CloseReason::from_u8(self.close_reason.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
+}
+
+/// Lifetimes, shared by the manager and the reaper.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lifetimes {
+    pub(crate) max_lifetime: Option<Duration>,
+    /// The fraction of `max_lifetime` taken off at random, so that connections created together
+    /// do not all expire together.
+    pub(crate) jitter: f64,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl Lifetimes {
+    fn expiry(&self, now: Instant) -> Option<Instant> {
+        let max = self.max_lifetime?;
+        let cut = if self.jitter > 0.0 {
+            rand::random_range(0.0..self.jitter)
+        } else {
+            0.0
+        };
+        Some(now + max.mul_f64(1.0 - cut))
+    }
+}
+
+/// Whether the target is refusing or stalling, and who probes it.
+#[derive(Default)]
+pub(crate) struct Health {
+    state: Mutex<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    /// The last dial error while the target is down.
+    down: Option<DialError>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    probing: bool,
+}
+
+/// The right to dial. Dropped unfinished (a cancelled get), it frees the probe slot.
+pub(crate) struct DialTicket<'a> {
+    health: &'a Health,
+    probe: bool,
+    finished: bool,
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this caller may dial. While the target is down, only one caller at a time may,
+    /// once per backoff; the others get the last dial error at once.
+    pub(crate) fn ticket(&self) -> Result<DialTicket<'_>, DialError> {
+        let mut state = self.lock();
+        let Some(down) = &state.down else {
+            return Ok(DialTicket {
+                health: self,
+                probe: false,
+                finished: false,
+            });
+        };
+        if state.probing || state.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(down.duplicate());
+        }
+        state.probing = true;
+        Ok(DialTicket {
+            health: self,
+            probe: true,
+            finished: false,
+        })
+    }
+
+    /// Whether the target is marked down now.
+    pub(crate) fn is_down(&self) -> bool {
+        self.lock().down.is_some()
+    }
+}
+
+impl DialTicket<'_> {
+    /// Records the dial's outcome.
+    pub(crate) fn finish(mut self, result: Result<(), &DialError>) {
+        self.finished = true;
+        let mut state = self.health.lock();
+        if self.probe {
+            state.probing = false;
+        }
+        match result {
+            Ok(()) => {
+                state.down = None;
+                state.retry_at = None;
+                state.backoff = Duration::ZERO;
+            }
+            Err(e) if matches!(e.kind(), DialErrorKind::Refused | DialErrorKind::Timeout) => {
+                state.backoff = if self.probe {
+                    (state.backoff * 2).clamp(PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX)
+                } else {
+                    PROBE_BACKOFF_MIN
+                };
+                state.retry_at = Some(Instant::now() + state.backoff);
+                state.down = Some(e.duplicate());
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for DialTicket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.finished {
+            self.health.lock().probing = false;
+        }
+    }
+}
+
+/// What creating a connection fails with.
+#[derive(Debug)]
+pub(crate) enum CreateError<E> {
+    Dial(DialError),
+    Backend(E),
+}
+
+/// State shared by the manager, the pool and its connections.
+pub(crate) struct Shared {
+    pub(crate) counters: PoolCounters,
+    pub(crate) health: Health,
+    pub(crate) lifetimes: Lifetimes,
+}
+
+pub(crate) struct Manager<C: Connector> {
+    pub(crate) dialer: Dialer,
+    pub(crate) target: SocketAddr,
+    pub(crate) connector: C,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<C: Connector> managed::Manager for Manager<C> {
+    type Type = Slot<C::Conn>;
+    type Error = CreateError<C::Error>;
+
+    async fn create(&self) -> Result<Slot<C::Conn>, CreateError<C::Error>> {
+        let ticket = self.shared.health.ticket().map_err(CreateError::Dial)?;
+        let dialed = self.dialer.connect(self.target).await;
+        ticket.finish(dialed.as_ref().map(|_| ()));
+        let stream = dialed.map_err(CreateError::Dial)?;
+        let conn = self
+            .connector
+            .connect(stream)
+            .await
+            .map_err(CreateError::Backend)?;
+        let now = Instant::now();
+        self.shared.counters.created.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            conn,
+            expires: self.shared.lifetimes.expiry(now),
+            idle_since: now,
+            close_reason: AtomicU8::new(CloseReason::Other as u8),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        slot: &mut Slot<C::Conn>,
+        _: &Metrics,
+    ) -> RecycleResult<CreateError<C::Error>> {
+        let now = Instant::now();
+        if slot.expired(now) {
+            slot.set_close_reason(CloseReason::Lifetime);
+            return Err(RecycleError::message("past its maximum lifetime"));
+        }
+        if let Some(idle) = self.shared.lifetimes.idle_timeout
+            && now.duration_since(slot.idle_since) >= idle
+        {
+            slot.set_close_reason(CloseReason::Idle);
+            return Err(RecycleError::message("idle past the idle timeout"));
+        }
+        // If the check is cancelled or times out, the connection counts as broken.
+        slot.set_close_reason(CloseReason::Broken);
+        self.connector
+            .check(&mut slot.conn)
+            .await
+            .map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+        slot.set_close_reason(CloseReason::Other);
+        Ok(())
+    }
+
+    fn detach(&self, slot: &mut Slot<C::Conn>) {
+        self.shared.counters.closed(slot.close_reason());
+    }
+}
