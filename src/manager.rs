@@ -66,14 +66,22 @@ impl Lifetimes {
     }
 }
 
-/// Whether the target is refusing or stalling, and who probes it.
+/// Whether the target accepts connections, and who probes it.
+///
+/// Until a dial has succeeded (at start, and after a refusal or a timeout) only one caller at a
+/// time dials: the probe. While the target is known to be down, the others get the last dial
+/// error at once; while nothing is known yet, they wait for the probe's outcome. Once a dial
+/// succeeds, everyone dials freely.
 #[derive(Default)]
 pub(crate) struct Health {
     state: Mutex<HealthState>,
+    probed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct HealthState {
+    /// A dial has succeeded since the last failure.
+    up: bool,
     /// The last dial error while the target is down.
     down: Option<DialError>,
     retry_at: Option<Instant>,
@@ -95,26 +103,38 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether this caller may dial. While the target is down, only one caller at a time may,
-    /// once per backoff; the others get the last dial error at once.
-    pub(crate) fn ticket(&self) -> Result<DialTicket<'_>, DialError> {
-        let mut state = self.lock();
-        let Some(down) = &state.down else {
-            return Ok(DialTicket {
-                health: self,
-                probe: false,
-                finished: false,
-            });
-        };
-        if state.probing || state.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(down.duplicate());
+    /// Waits until this caller may dial, or fails at once with the last dial error while the
+    /// target is down.
+    pub(crate) async fn ticket(&self) -> Result<DialTicket<'_>, DialError> {
+        loop {
+            let probe_done = {
+                let mut state = self.lock();
+                if state.up {
+                    return Ok(DialTicket {
+                        health: self,
+                        probe: false,
+                        finished: false,
+                    });
+                }
+                if let Some(down) = &state.down
+                    && (state.probing || state.retry_at.is_some_and(|at| Instant::now() < at))
+                {
+                    return Err(down.duplicate());
+                }
+                if !state.probing {
+                    state.probing = true;
+                    return Ok(DialTicket {
+                        health: self,
+                        probe: true,
+                        finished: false,
+                    });
+                }
+                // Nothing known yet and a probe in flight: wait for it. A `Notified` created
+                // before the lock is released cannot miss the wake-up.
+                self.probed.notified()
+            };
+            probe_done.await;
         }
-        state.probing = true;
-        Ok(DialTicket {
-            health: self,
-            probe: true,
-            finished: false,
-        })
     }
 
     /// Whether the target is marked down now.
@@ -127,26 +147,34 @@ impl DialTicket<'_> {
     /// Records the dial's outcome.
     pub(crate) fn finish(mut self, result: Result<(), &DialError>) {
         self.finished = true;
-        let mut state = self.health.lock();
-        if self.probe {
-            state.probing = false;
+        {
+            let mut state = self.health.lock();
+            if self.probe {
+                state.probing = false;
+            }
+            match result {
+                Ok(()) => {
+                    state.up = true;
+                    state.down = None;
+                    state.retry_at = None;
+                    state.backoff = Duration::ZERO;
+                }
+                Err(e) if matches!(e.kind(), DialErrorKind::Refused | DialErrorKind::Timeout) => {
+                    state.up = false;
+                    state.backoff = if self.probe {
+                        (state.backoff * 2).clamp(PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX)
+                    } else {
+                        PROBE_BACKOFF_MIN
+                    };
+                    state.retry_at = Some(Instant::now() + state.backoff);
+                    state.down = Some(e.duplicate());
+                }
+                // Other failures (ports, descriptors) say nothing about the target.
+                Err(_) => {}
+            }
         }
-        match result {
-            Ok(()) => {
-                state.down = None;
-                state.retry_at = None;
-                state.backoff = Duration::ZERO;
-            }
-            Err(e) if matches!(e.kind(), DialErrorKind::Refused | DialErrorKind::Timeout) => {
-                state.backoff = if self.probe {
-                    (state.backoff * 2).clamp(PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX)
-                } else {
-                    PROBE_BACKOFF_MIN
-                };
-                state.retry_at = Some(Instant::now() + state.backoff);
-                state.down = Some(e.duplicate());
-            }
-            Err(_) => {}
+        if self.probe {
+            self.health.probed.notify_waiters();
         }
     }
 }
@@ -155,6 +183,7 @@ impl Drop for DialTicket<'_> {
     fn drop(&mut self) {
         if self.probe && !self.finished {
             self.health.lock().probing = false;
+            self.health.probed.notify_waiters();
         }
     }
 }
@@ -185,7 +214,12 @@ impl<C: Connector> managed::Manager for Manager<C> {
     type Error = CreateError<C::Error>;
 
     async fn create(&self) -> Result<Slot<C::Conn>, CreateError<C::Error>> {
-        let ticket = self.shared.health.ticket().map_err(CreateError::Dial)?;
+        let ticket = self
+            .shared
+            .health
+            .ticket()
+            .await
+            .map_err(CreateError::Dial)?;
         let dialed = self.dialer.connect(self.target).await;
         ticket.finish(dialed.as_ref().map(|_| ()));
         let stream = dialed.map_err(CreateError::Dial)?;

@@ -318,7 +318,8 @@ async fn exhausted_source_is_skipped_and_the_dial_retries_on_another() {
 
 #[tokio::test]
 async fn refused_is_typed_and_not_retried() {
-    let target = support::closed_port();
+    let closed = support::closed_port();
+    let target = closed.addr;
     let dialer = Dialer::builder()
         .sources("127.65.0.0/24".parse().unwrap())
         .build()

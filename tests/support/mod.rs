@@ -112,10 +112,15 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn spawn(name: &'static str, binary: &Path, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
+fn spawn(
+    name: &'static str,
+    binary: &Path,
+    port: Option<u16>,
+    args: impl Fn(u16, &Path) -> Vec<String>,
+) -> Server {
     let mut last_error = String::new();
     for _ in 0..5 {
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let dir =
             std::env::temp_dir().join(format!("multiloop-{name}-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create server temp dir");
@@ -158,9 +163,15 @@ fn spawn(name: &'static str, binary: &Path, args: impl Fn(u16, &Path) -> Vec<Str
 /// Starts memcached on a free loopback port, or returns `None` (after a notice) when it is not
 /// installed.
 pub fn memcached() -> Option<Server> {
+    memcached_on(None)
+}
+
+/// Starts memcached on `port` (a free one if `None`), for tests that restart a server where it
+/// was.
+pub fn memcached_on(port: Option<u16>) -> Option<Server> {
     let binary = find_binary("memcached")?;
     let root = is_root();
-    Some(spawn("memcached", &binary, move |port, _| {
+    Some(spawn("memcached", &binary, port, move |port, _| {
         let mut args: Vec<String> = [
             "-l",
             "127.0.0.1",
@@ -191,7 +202,7 @@ pub fn memcached() -> Option<Server> {
 pub fn redis(extra: &[&str]) -> Option<Server> {
     let binary = find_binary("redis-server")?;
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    Some(spawn("redis-server", &binary, move |port, dir| {
+    Some(spawn("redis-server", &binary, None, move |port, dir| {
         let mut args: Vec<String> = vec![
             "--port".into(),
             port.to_string(),
@@ -260,7 +271,82 @@ impl Drop for Acceptor {
     }
 }
 
-/// A free loopback port with nothing listening on it.
-pub fn closed_port() -> SocketAddr {
-    ([127, 0, 0, 1], free_port()).into()
+/// A loopback port held by a bound socket that does not listen: connections to it are refused,
+/// and no other test or server can take the port meanwhile.
+pub struct ClosedPort {
+    /// The refused address.
+    pub addr: SocketAddr,
+    socket: socket2::Socket,
+}
+
+impl ClosedPort {
+    /// Starts listening on the held port, for tests where a dead target comes back.
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.socket.listen(128).expect("listen on the held port");
+        self.socket.set_nonblocking(true).unwrap();
+        tokio::net::TcpListener::from_std(self.socket.into()).expect("tokio listener")
+    }
+}
+
+/// A loopback address where nothing listens, held for the test's duration.
+pub fn closed_port() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    ClosedPort { addr, socket }
+}
+
+/// A `tracing` subscriber that counts events at WARN and above and keeps their text, installed
+/// for the current thread until the guard drops.
+pub mod logs {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// The WARN and ERROR events seen so far, each as "field=value ...".
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<String>>>);
+
+    impl Captured {
+        pub fn events(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+
+        pub fn count(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    struct Collect(Captured);
+
+    struct Text(String);
+
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, " {}={:?}", field.name(), value);
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Collect {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if *event.metadata().level() <= tracing::Level::WARN {
+                let mut text = Text(String::new());
+                event.record(&mut text);
+                (self.0).0.lock().unwrap().push(text.0);
+            }
+        }
+    }
+
+    /// Captures events on this thread until the guard drops.
+    pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(Collect(captured.clone()));
+        let guard = tracing::subscriber::set_default(subscriber);
+        (captured, guard)
+    }
 }

@@ -1,0 +1,746 @@
+//! The pool against real memcached processes and in-process servers: the cap, the bounded wait
+//! queue, the switches, the reaper, broken connections, fan-out, bulkheads and telemetry.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use multiloop::{DialErrorKind, Dialer, Pool, PoolError, TimeoutKind, ports};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use support::Acceptor;
+
+/// One memcached round trip: `version`.
+async fn version(conn: &mut TcpStream) -> std::io::Result<String> {
+    conn.write_all(b"version\r\n").await?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(conn);
+    reader.read_line(&mut line).await?;
+    if line.starts_with("VERSION ") {
+        Ok(line)
+    } else {
+        Err(std::io::Error::other(format!("unexpected reply {line:?}")))
+    }
+}
+
+/// Waits up to 10 s for `cond`, polling: for effects of the reaper, which runs on its own
+/// schedule. Asserts the outcome, never the time taken.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// memcached's own count of open connections (less the one asking).
+async fn memcached_connections(addr: SocketAddr) -> usize {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"stats\r\n").await.unwrap();
+    let mut lines = BufReader::new(conn).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(n) = line.strip_prefix("STAT curr_connections ") {
+            // memcached counts its listening socket and this connection too.
+            return n.trim().parse::<usize>().unwrap().saturating_sub(2);
+        }
+        if line == "END" {
+            break;
+        }
+    }
+    panic!("no curr_connections in memcached stats");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_holds_under_10000_concurrent_gets() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let pool = Pool::builder(server.addr)
+        .max_size(16)
+        .max_waiters(10_000)
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10_000 {
+        let pool = pool.clone();
+        let peak = peak.clone();
+        tasks.spawn(async move {
+            let mut conn = pool.get().await?;
+            peak.fetch_max(pool.status().size, Ordering::Relaxed);
+            version(&mut conn).await.map_err(PoolError::Backend)?;
+            Ok::<_, PoolError<std::io::Error>>(())
+        });
+    }
+    let mut ok = 0;
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap().unwrap();
+        ok += 1;
+    }
+    assert_eq!(ok, 10_000);
+    assert!(
+        peak.load(Ordering::Relaxed) <= 16,
+        "size reached {}",
+        peak.load(Ordering::Relaxed)
+    );
+    let stats = pool.stats();
+    assert!(stats.created <= 16, "created {}", stats.created);
+    assert_eq!(stats.gets, 10_000);
+    assert!(
+        stats.waited > 0,
+        "10,000 tasks on 16 connections must queue"
+    );
+    assert!(memcached_connections(server.addr).await <= 16);
+    let status = pool.status();
+    assert_eq!((status.waiting, status.in_use), (0, 0));
+}
+
+#[tokio::test]
+async fn waiters_stay_pending_until_woken_and_a_full_queue_is_saturated() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_size(1)
+        .max_waiters(2)
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+
+    let mut first = tokio_test::task::spawn(pool.get());
+    let mut second = tokio_test::task::spawn(pool.get());
+    assert!(first.poll().is_pending());
+    assert!(second.poll().is_pending());
+    assert_eq!(pool.status().waiting, 2);
+
+    // The queue is full: the third get fails at once.
+    let mut third = tokio_test::task::spawn(pool.get());
+    match third.poll() {
+        std::task::Poll::Ready(Err(PoolError::Saturated)) => {}
+        other => panic!(
+            "expected Saturated at once, got {:?}",
+            other.map(|r| r.map(|_| ()))
+        ),
+    }
+    assert_eq!(pool.stats().saturated, 1);
+    let message = PoolError::<std::io::Error>::Saturated.to_string();
+    assert!(message.contains("max_waiters"), "{message}");
+
+    // Returning the connection wakes the first waiter, which gets it.
+    assert!(!first.is_woken());
+    drop(held);
+    assert!(first.is_woken());
+    let conn = match first.poll() {
+        std::task::Poll::Ready(Ok(conn)) => conn,
+        other => panic!(
+            "the woken waiter should get the connection: {:?}",
+            other.map(|r| r.map(|_| ()))
+        ),
+    };
+    assert!(second.poll().is_pending());
+    drop(conn);
+    assert!(second.is_woken());
+    assert!(matches!(second.poll(), std::task::Poll::Ready(Ok(_))));
+    assert_eq!(pool.status().waiting, 0);
+}
+
+#[tokio::test]
+async fn a_busy_pool_times_out_waiting() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_size(1)
+        .wait_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let _held = pool.get().await.unwrap();
+    let err = pool.get().await.err().unwrap();
+    assert!(
+        matches!(err, PoolError::Timeout(TimeoutKind::Wait)),
+        "{err}"
+    );
+    assert_eq!(pool.stats().timed_out, 1);
+    assert!(err.to_string().contains("fan_out"), "{err}");
+}
+
+#[tokio::test]
+async fn paused_pools_refuse_gets_and_let_in_use_connections_finish() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let pool = Pool::builder(server.addr).build().unwrap();
+    let mut in_use = pool.get().await.unwrap();
+    pool.pause();
+    assert!(pool.status().paused);
+    assert!(matches!(pool.get().await, Err(PoolError::Paused)));
+    version(&mut in_use).await.unwrap();
+    drop(in_use);
+    assert!(matches!(pool.get().await, Err(PoolError::Paused)));
+    assert_eq!(pool.stats().paused, 2);
+    pool.resume();
+    let mut conn = pool.get().await.unwrap();
+    version(&mut conn).await.unwrap();
+    assert_eq!(
+        pool.stats().created,
+        1,
+        "the paused pool kept its connection"
+    );
+}
+
+#[tokio::test]
+async fn a_waiter_fails_with_paused_if_the_pool_is_paused_meanwhile() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr).max_size(1).build().unwrap();
+    let held = pool.get().await.unwrap();
+    let mut waiter = tokio_test::task::spawn(pool.get());
+    assert!(waiter.poll().is_pending());
+    pool.pause();
+    drop(held);
+    assert!(matches!(
+        waiter.poll(),
+        std::task::Poll::Ready(Err(PoolError::Paused))
+    ));
+    assert_eq!(pool.status().size, 1, "the connection went back, unused");
+}
+
+#[tokio::test]
+async fn resize_down_and_up() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr).max_size(4).build().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(pool.status().size, 4);
+
+    pool.resize(2).unwrap();
+    assert_eq!(pool.status().max_size, 2);
+    held.clear();
+    let status = pool.status();
+    assert_eq!(status.size, 2, "{status:?}");
+    assert_eq!(pool.stats().closed.other, 2);
+
+    // Only two fit now.
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    let third = tokio::time::timeout(Duration::from_millis(100), pool.get()).await;
+    assert!(third.is_err() || third.unwrap().is_err());
+    drop((a, b));
+
+    pool.resize(3).unwrap();
+    let all: Vec<_> = futures_util::future::join_all((0..3).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(pool.status().size, 3);
+    drop(all);
+
+    let err = pool.resize(0).unwrap_err();
+    assert_eq!(err.option(), "max_size");
+    assert!(err.to_string().contains("pause"), "{err}");
+}
+
+#[tokio::test]
+async fn the_reaper_closes_idle_connections() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .idle_timeout(Some(Duration::from_millis(200)))
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    let conns: Vec<_> = futures_util::future::join_all((0..3).map(|_| pool.get())).await;
+    drop(conns);
+    assert_eq!(pool.status().size, 3);
+    eventually("idle connections closed", || pool.status().size == 0).await;
+    assert_eq!(pool.stats().closed.idle, 3);
+}
+
+#[tokio::test]
+async fn the_reaper_keeps_min_idle() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .min_idle(2)
+        .build()
+        .unwrap();
+    assert_eq!(pool.warm_up().await.unwrap(), 2);
+    let conns: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(conns);
+    eventually("idle connections above min_idle closed", || {
+        pool.stats().closed.idle >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool.status().size, 2, "min_idle connections stay");
+}
+
+#[tokio::test]
+async fn the_reaper_closes_connections_past_their_lifetime() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_lifetime(Some(Duration::from_millis(300)))
+        .lifetime_jitter(0.5)
+        .idle_timeout(None)
+        .build()
+        .unwrap();
+    let conns: Vec<_> = futures_util::future::join_all((0..2).map(|_| pool.get())).await;
+    drop(conns);
+    eventually("over-age connections closed", || pool.status().size == 0).await;
+    assert_eq!(pool.stats().closed.lifetime, 2);
+}
+
+#[tokio::test]
+async fn broken_connections_are_not_reused_after_the_server_dies() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let addr = server.addr;
+    let pool = Pool::builder(addr).build().unwrap();
+    {
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut conn = pool.get().await.unwrap();
+            version(&mut conn).await.unwrap();
+            conns.push(conn);
+        }
+    }
+    assert_eq!(pool.status().idle, 4);
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Every idle connection fails its check and is closed; the dial then finds nothing.
+    let err = pool.get().await.expect_err("the server is gone");
+    let dial = err
+        .dial_error()
+        .unwrap_or_else(|| panic!("expected a dial error, got {err}"));
+    assert_eq!(dial.kind(), DialErrorKind::Refused);
+    assert_eq!(pool.stats().closed.broken, 4);
+    assert_eq!(pool.status().size, 0);
+
+    // Restarted on the same port, the pool recovers, with new connections only.
+    let _server = support::memcached_on(Some(addr.port())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut conn = loop {
+        match pool.get().await {
+            Ok(conn) => break conn,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    version(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refusing_target_gets_one_probe_not_a_dial_per_caller() {
+    let closed = support::closed_port();
+    let target = closed.addr;
+    let pool = Pool::builder(target).max_size(64).build().unwrap();
+    let results = futures_util::future::join_all((0..200).map(|_| pool.get())).await;
+    for r in &results {
+        let err = r.as_ref().expect_err("nothing listens");
+        assert_eq!(
+            err.dial_error().map(|d| d.kind()),
+            Some(DialErrorKind::Refused),
+            "{err}"
+        );
+    }
+    let dials = pool.dialer().stats().failures.refused;
+    assert!(dials <= 2, "{dials} dials for 200 gets");
+    assert!(pool.target_down());
+    assert_eq!(pool.stats().create_failed, 200);
+
+    // Once something listens, a probe finds it and gets succeed again.
+    let listener = closed.listen();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match pool.get().await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert!(!pool.target_down());
+    drop(listener);
+}
+
+#[tokio::test]
+async fn cancelled_gets_leak_no_permit() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_size(4)
+        .max_waiters(64)
+        .build()
+        .unwrap();
+    let held: Vec<_> = futures_util::future::join_all((0..2).map(|_| pool.get())).await;
+    for i in 0..10_000u32 {
+        // Drop the get at a different point each time: before polling, after one poll, or
+        // while waiting.
+        let get = pool.get();
+        match i % 3 {
+            0 => drop(get),
+            1 => {
+                let mut task = tokio_test::task::spawn(get);
+                let _ = task.poll();
+            }
+            _ => {
+                tokio::select! {
+                    _ = get => {}
+                    _ = tokio::task::yield_now() => {}
+                }
+            }
+        }
+    }
+    drop(held);
+    let status = pool.status();
+    assert!(status.size <= 4, "{status:?}");
+    assert_eq!(status.waiting, 0, "{status:?}");
+    assert_eq!(status.in_use, 0, "{status:?}");
+    let all: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+    assert!(all.iter().all(Result::is_ok), "max_size gets still succeed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_over_20000_items_keeps_at_most_max_size_sockets() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let target = server.addr;
+    let pool = Pool::builder(target).max_size(64).build().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            let mut samples = 0;
+            while !done.load(Ordering::Relaxed) || samples == 0 {
+                let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, None))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                peak = peak.max(snap.established());
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (peak, samples)
+        })
+    };
+    let mut results = pool.fan_out(0..20_000u32, |mut conn, i| async move {
+        conn.write_all(format!("get fanout:{i}\r\n").as_bytes())
+            .await?;
+        let mut end = [0u8; 5];
+        conn.read_exact(&mut end).await?;
+        assert_eq!(&end, b"END\r\n");
+        Ok::<_, std::io::Error>(i)
+    });
+    let mut seen = HashSet::new();
+    while let Some(result) = results.next().await {
+        seen.insert(result.unwrap().unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    let (peak, samples) = sampler.await.unwrap();
+    assert_eq!(seen.len(), 20_000);
+    assert!(samples > 0);
+    assert!(peak <= 64, "{peak} sockets to {target} at once");
+    assert!(pool.stats().created <= 64);
+    assert!(pool.status().size <= 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulkhead_limits_hold_and_change_at_runtime() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_size(16)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bulkhead = pool.bulkhead("GetPostRecord");
+    assert_eq!(bulkhead.stats().limit, 16, "the pool's default limit");
+    bulkhead.set_limit(3).unwrap();
+
+    let inside = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let pool = pool.clone();
+        let inside = inside.clone();
+        let peak = peak.clone();
+        tasks.spawn(async move {
+            let conn = pool.bulkhead("GetPostRecord").get().await.unwrap();
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            drop(conn);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    assert!(
+        peak.load(Ordering::SeqCst) <= 3,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
+    let stats = bulkhead.stats();
+    assert_eq!(stats.acquired, 60);
+    assert!(stats.peak_in_flight <= 3);
+    assert_eq!(stats.in_flight, 0);
+
+    // Lowered while permits are out, the limit takes effect as they come back.
+    let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| bulkhead.acquire()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    bulkhead.set_limit(1).unwrap();
+    drop(held);
+    let one = bulkhead.acquire().await.unwrap();
+    let two = tokio::time::timeout(Duration::from_millis(100), bulkhead.acquire()).await;
+    assert!(two.is_err(), "a limit of 1 admits one");
+    bulkhead.set_limit(2).unwrap();
+    let two = bulkhead.acquire().await.unwrap();
+    drop((one, two));
+
+    // Other names get the default, which follows resize; zero is refused.
+    let other = pool.bulkhead("ListPosts");
+    assert_eq!(other.stats().limit, 16);
+    pool.resize(8).unwrap();
+    drop(other.acquire().await.unwrap());
+    assert_eq!(other.stats().limit, 8);
+    assert_eq!(other.set_limit(0).unwrap_err().option(), "limit");
+    let names: Vec<String> = pool.bulkhead_stats().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["GetPostRecord", "ListPosts"]);
+}
+
+#[tokio::test]
+async fn bulkhead_names_are_bounded() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr).build().unwrap();
+    for i in 0..multiloop::MAX_BULKHEADS + 50 {
+        let _ = pool.bulkhead(&format!("endpoint-{i}"));
+    }
+    let stats = pool.bulkhead_stats();
+    assert_eq!(stats.len(), multiloop::MAX_BULKHEADS + 1);
+    assert!(stats.iter().any(|s| s.name == multiloop::OVERFLOW_BULKHEAD));
+    assert_eq!(
+        pool.bulkhead("yet-another").name(),
+        multiloop::OVERFLOW_BULKHEAD
+    );
+}
+
+#[tokio::test]
+async fn a_failure_storm_makes_a_handful_of_log_events() {
+    let (logs, _guard) = support::logs::capture();
+    let closed = support::closed_port();
+    let target = closed.addr;
+    let dialer = Dialer::builder()
+        .sources("127.68.0.0/24".parse().unwrap())
+        .build()
+        .unwrap();
+    for _ in 0..2_000 {
+        assert_eq!(
+            dialer.connect(target).await.unwrap_err().kind(),
+            DialErrorKind::Refused
+        );
+    }
+    let pool = Pool::builder(target).dialer(dialer).build().unwrap();
+    for _ in 0..100_000 {
+        assert!(pool.get().await.is_err());
+    }
+    let acceptor = support::Acceptor::start("127.0.0.1").await;
+    let pool_busy = Pool::builder(acceptor.addr)
+        .max_size(1)
+        .max_waiters(0)
+        .build()
+        .unwrap();
+    let _held = pool_busy.get().await.unwrap();
+    for _ in 0..10_000 {
+        assert!(matches!(pool_busy.get().await, Err(PoolError::Saturated)));
+    }
+    let events = logs.events();
+    assert!(events.len() <= 10, "{} events: {events:#?}", events.len());
+    assert!(events.iter().any(|e| e.contains("refused")), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.contains("saturated")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_leaked_connection_is_reported_once_with_where_it_was_taken() {
+    let (logs, _guard) = support::logs::capture();
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .leak_threshold(Some(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let leaked = pool.get().await.unwrap();
+    eventually("a leak warning", || logs.count() > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = logs.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(events[0].contains("tests/pool.rs"), "{}", events[0]);
+    assert!(events[0].contains("leak threshold"), "{}", events[0]);
+    drop(leaked);
+}
+
+#[tokio::test]
+async fn port_snapshot_counts_real_sockets_by_source_and_state() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let dialer = Dialer::builder()
+        .sources("127.69.0.0/24".parse().unwrap())
+        .build()
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(dialer.connect(acceptor.addr).await.unwrap());
+    }
+    let snap = ports::snapshot(acceptor.addr, None).unwrap();
+    assert_eq!(snap.established(), 5, "{snap}");
+    assert_eq!(snap.sources.len(), 5, "{snap}");
+    assert!(
+        snap.sources
+            .iter()
+            .all(|s| s.source.is_some_and(|ip| dialer.sources().contains(ip)))
+    );
+    drop(streams);
+    // The client closed first: its side of each pair waits in TIME_WAIT.
+    eventually("five pairs in TIME_WAIT", || {
+        ports::snapshot(acceptor.addr, None).unwrap().time_wait() == 5
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ports_exhausted_reports_carry_the_port_budget() {
+    let (logs, _guard) = support::logs::capture();
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let source: std::net::IpAddr = format!("127.70.{}.1", std::process::id() % 256)
+        .parse()
+        .unwrap();
+    let dialer = Dialer::builder()
+        .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
+        .local_port_range(40_000..=40_049)
+        .build()
+        .unwrap();
+    let mut failures = 0;
+    for _ in 0..200 {
+        if dialer.connect(acceptor.addr).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures >= 150);
+    let events = logs.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(events[0].contains("ports_exhausted"), "{}", events[0]);
+    assert!(events[0].contains("of 50 ports in use"), "{}", events[0]);
+    assert!(events[0].contains(&source.to_string()), "{}", events[0]);
+}
+
+#[test]
+fn pool_config_errors_name_the_option() {
+    let target = "127.0.0.1:11211";
+    let cases: Vec<(multiloop::ConfigError, &str)> = vec![
+        (
+            Pool::builder(target).max_size(0).build().unwrap_err(),
+            "max_size",
+        ),
+        (
+            Pool::builder(target)
+                .create_timeout(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            "create_timeout",
+        ),
+        (
+            Pool::builder(target)
+                .check_timeout(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            "check_timeout",
+        ),
+        (
+            Pool::builder(target)
+                .lifetime_jitter(1.5)
+                .build()
+                .unwrap_err(),
+            "lifetime_jitter",
+        ),
+        (
+            Pool::builder(target)
+                .max_lifetime(Some(Duration::ZERO))
+                .build()
+                .unwrap_err(),
+            "max_lifetime",
+        ),
+        (
+            Pool::builder(target)
+                .idle_timeout(Some(Duration::ZERO))
+                .build()
+                .unwrap_err(),
+            "idle_timeout",
+        ),
+        (
+            Pool::builder(target)
+                .max_size(2)
+                .min_idle(3)
+                .build()
+                .unwrap_err(),
+            "min_idle",
+        ),
+        (
+            Pool::builder(target)
+                .warm_up_concurrency(0)
+                .build()
+                .unwrap_err(),
+            "warm_up_concurrency",
+        ),
+        (
+            Pool::builder(target).default_limit(0).build().unwrap_err(),
+            "default_limit",
+        ),
+        (
+            Pool::builder(target)
+                .port_warning(Some(1.5))
+                .build()
+                .unwrap_err(),
+            "port_warning",
+        ),
+        (
+            Pool::builder(target)
+                .report_window(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            "report_window",
+        ),
+        (
+            Pool::builder(target)
+                .leak_threshold(Some(Duration::ZERO))
+                .build()
+                .unwrap_err(),
+            "leak_threshold",
+        ),
+        (
+            Pool::builder("192.0.2.1:11211").build().unwrap_err(),
+            "target",
+        ),
+        (
+            Pool::builder("no-such-host.invalid:1").build().unwrap_err(),
+            "target",
+        ),
+    ];
+    for (err, option) in cases {
+        assert_eq!(err.option(), option, "{err}");
+        assert!(err.to_string().contains(&format!("`{option}`")), "{err}");
+    }
+    let err = Pool::builder("192.0.2.1:11211").build().unwrap_err();
+    assert!(err.to_string().contains("not a loopback address"), "{err}");
+}
