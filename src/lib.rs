@@ -30,13 +30,39 @@
 //!
 //! # Layers
 //!
+//! - [`Pool::fan_out`] and [bulkheads](Pool::bulkhead) (`limit.rs`): every call site has a
+//!   concurrency limit.
+//! - [`Pool`] (`pool.rs`, on `deadpool::managed`): a hard cap on connections, a bounded wait
+//!   queue, lifetimes, checks, runtime switches; [`Connector`] and [`Raw`] (`connector.rs`)
+//!   say what a pooled connection is; `manager.rs` dials, checks and fails fast while the
+//!   target is down; `reaper.rs` is the pool's one background task.
 //! - [`SourceSet`] and [`Strategy`] (`source.rs`): which 127.x.y.z to bind.
 //! - [`Dialer`] (`dial.rs`): picks a source, sets `IP_BIND_ADDRESS_NO_PORT` so the kernel picks
 //!   the port by the full 4-tuple, connects under a timeout, and on exhaustion quarantines the
 //!   source and retries on another.
-//! - [`DialError`] and [`ConfigError`] (`error.rs`): kinds to match on, messages that say what to
-//!   change.
-//! - [`DialStats`] (`telemetry.rs`) and [`ports`]: what the dialer did, and the port budget.
+//! - [`DialError`], [`PoolError`] and [`ConfigError`] (`error.rs`): kinds to match on, messages
+//!   that say what to change.
+//! - [`DialStats`], [`PoolStats`] (`telemetry.rs`) and [`ports`]: what happened, rate-limited
+//!   error reports, and the port budget towards a target.
+//!
+//! # The pool
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures_util::StreamExt;
+//!
+//! let pool = multiloop::Pool::builder("127.0.0.1:11211").max_size(64).build()?;
+//! let mut results = pool.fan_out(0..20_000, |conn, i| async move {
+//!     // …one request on `conn` for item `i`; at most 64 run at once…
+//!     # drop(conn);
+//!     i
+//! });
+//! while let Some(result) = results.next().await {
+//!     let _i = result?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Platforms
 //!
@@ -45,7 +71,7 @@
 //! 127.0.0.1 with one warning (see [`Fallback`]). IPv6 has a single loopback address, so `[::1]`
 //! targets dial from `::1`.
 //!
-//! The crate runs no background tasks.
+//! The dialer runs no background task. A pool runs one, its reaper, which ends with the pool.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -417,7 +417,7 @@ pub(crate) struct PoolInner<C: Connector> {
 ///   maximum lifetime, keeps `min_idle` open, warns about connections held past the leak
 ///   threshold and about port utilization, and flushes rate-limited error summaries. It holds a
 ///   weak handle and ends when the pool is dropped or closed. It is the pool's only background
-///   task; it starts on the first `get`.
+///   task; it starts on the first `get` or [`warm_up`](Pool::warm_up).
 ///
 /// `Pool` is cheap to clone; clones share everything.
 ///
@@ -663,6 +663,7 @@ impl<C: Connector> Pool<C> {
     /// The first error, if no connection could be opened.
     pub async fn warm_up(&self) -> Result<usize, PoolError<C::Error>> {
         use futures_util::StreamExt;
+        self.start_reaper();
         let inner = &*self.inner;
         let before = inner.pool.status().size;
         if before >= inner.min_idle || inner.pool.is_closed() {

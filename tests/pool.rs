@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use multiloop::{DialErrorKind, Dialer, Pool, PoolError, TimeoutKind, ports};
+use multiloop::{Connector, DialErrorKind, Dialer, Pool, PoolError, TimeoutKind, ports};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -743,4 +743,134 @@ fn pool_config_errors_name_the_option() {
     }
     let err = Pool::builder("192.0.2.1:11211").build().unwrap_err();
     assert!(err.to_string().contains("not a loopback address"), "{err}");
+}
+
+#[tokio::test]
+async fn the_reaper_ends_when_the_pool_is_dropped() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let pool = Pool::builder(acceptor.addr)
+        .idle_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    // The reaper, plus the acceptor's task for the one connection.
+    assert!(metrics.num_alive_tasks() > before);
+    drop(pool);
+    eventually("the reaper ended", || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            <= before
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn port_utilization_warns_before_the_tipping_point() {
+    let (logs, _guard) = support::logs::capture();
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let source: std::net::IpAddr = format!("127.71.{}.1", std::process::id() % 256)
+        .parse()
+        .unwrap();
+    let dialer = Dialer::builder()
+        .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
+        .local_port_range(40_000..=40_049)
+        .build()
+        .unwrap();
+    let pool = Pool::builder(acceptor.addr)
+        .dialer(dialer)
+        .max_size(45)
+        .build()
+        .unwrap();
+    // 45 of the source's 50 ports in use: 90%, past the 80% threshold, and no dial has failed.
+    let held: Vec<_> = futures_util::future::join_all((0..45).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    eventually("a port utilization warning", || {
+        logs.events()
+            .iter()
+            .any(|e| e.contains("close to running out of ports"))
+    })
+    .await;
+    let warning = logs
+        .events()
+        .into_iter()
+        .find(|e| e.contains("close to running out of ports"))
+        .unwrap();
+    assert!(warning.contains("45 of 50 ports in use"), "{warning}");
+    assert_eq!(
+        pool.dialer().stats().failures.total(),
+        0,
+        "the warning came first"
+    );
+    drop(held);
+}
+
+/// A connector of the test's own for redis: the handshake is a PING, and so is the check.
+struct RedisPing;
+
+impl multiloop::Connector for RedisPing {
+    type Conn = TcpStream;
+    type Error = std::io::Error;
+
+    async fn connect(&self, mut stream: TcpStream) -> std::io::Result<TcpStream> {
+        self.check(&mut stream).await?;
+        Ok(stream)
+    }
+
+    async fn check(&self, conn: &mut TcpStream) -> std::io::Result<()> {
+        conn.write_all(b"PING\r\n").await?;
+        let mut reply = [0u8; 7];
+        conn.read_exact(&mut reply).await?;
+        if &reply == b"+PONG\r\n" {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&reply)
+            )))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_custom_connector_pools_redis_and_drops_dead_connections() {
+    let Some(server) = support::redis(&[]) else {
+        return;
+    };
+    let pool = Pool::builder(server.addr)
+        .connector(RedisPing)
+        .max_size(4)
+        .build()
+        .unwrap();
+    let conns: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for conn in &conns {
+        assert_ne!(
+            conn.local_addr().unwrap().ip(),
+            std::net::Ipv4Addr::LOCALHOST
+        );
+    }
+    drop(conns);
+    let mut conn = pool.get().await.unwrap();
+    RedisPing.check(&mut conn).await.unwrap();
+    drop(conn);
+    assert_eq!(pool.stats().created, 4, "checked connections are reused");
+
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = pool.get().await.expect_err("redis is gone");
+    assert!(err.dial_error().is_some(), "{err}");
+    assert_eq!(
+        pool.stats().closed.broken,
+        4,
+        "no dead connection was handed out"
+    );
 }
