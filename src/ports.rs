@@ -213,8 +213,11 @@ impl PortSnapshot {
     ) -> PortSnapshot {
         let target = SocketAddr::new(target.ip().to_canonical(), target.port());
         let mut by_source: std::collections::HashMap<IpAddr, SourceUsage> = Default::default();
+        // The kernel prints its tables a page at a time and resumes by position, so under churn
+        // one socket can appear twice. A (local, remote) pair is one socket: count it once.
+        let mut seen = std::collections::HashSet::new();
         for e in entries {
-            if e.remote != target || e.state == TcpState::Listen {
+            if e.remote != target || e.state == TcpState::Listen || !seen.insert(e.local) {
                 continue;
             }
             let usage = by_source
@@ -506,6 +509,17 @@ mod tests {
         let table = snap.to_string();
         assert!(table.contains("per-socket range 40000-40003"), "{table}");
         assert!(table.contains("busiest at 75.0%"), "{table}");
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn a_socket_listed_twice_counts_once() {
+        let target: SocketAddr = "127.0.0.1:11111".parse().unwrap();
+        let twice = parse_proc_net_tcp(TCP)
+            .into_iter()
+            .chain(parse_proc_net_tcp(TCP));
+        let snap = PortSnapshot::from_entries(target, 32768..=60999, None, twice);
+        assert_eq!(snap.total(), 4);
     }
 
     #[test]
