@@ -434,3 +434,32 @@ async fn keepalive_is_set_when_asked() {
     assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
     assert!(!stream.nodelay().unwrap());
 }
+
+/// A platform fact the dialer's users should know: a port reserved by a plain `bind(ip, 0)`
+/// (without `IP_BIND_ADDRESS_NO_PORT`) is skipped by `connect`'s port choice for every source
+/// address, not only for `ip`. A process that binds the old way on the same host poisons those
+/// port numbers for everyone, for as long as its sockets (and their TIME_WAIT) live.
+#[tokio::test]
+async fn a_plain_bind_reserves_its_port_for_every_source() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let port = 40_900;
+    let plain = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if plain
+        .bind(&SocketAddr::from((fresh(72, 1), port)).into())
+        .is_err()
+    {
+        support::notice("SKIPPED: port 40900 is in use on this host");
+        return;
+    }
+    let dialer = Dialer::builder()
+        .sources(SourceSet::from_addrs([fresh(72, 2)]).unwrap())
+        .local_port_range(port..=port)
+        .quarantine(Duration::ZERO)
+        .build()
+        .unwrap();
+    let err = dialer.connect(acceptor.addr).await.unwrap_err();
+    assert_eq!(err.kind(), DialErrorKind::PortsExhausted, "{err}");
+    drop(plain);
+    let stream = dialer.connect(acceptor.addr).await.unwrap();
+    assert_eq!(stream.local_addr().unwrap().port(), port);
+}

@@ -1,0 +1,415 @@
+//! Replays the incident multiloop exists for, and shows how each layer stops it.
+//!
+//! ```text
+//! cargo run --release --example loadtest                      # all modes, about a minute
+//! cargo run --release --example loadtest -- --mode naive --duration 10s
+//! cargo run --release --example loadtest -- --json out.json --svg timeline.svg
+//! cargo run --release --example loadtest -- --target 127.0.0.1:11211   # a real memcached
+//! ```
+//!
+//! A stream of batch requests (`--batch` keys each, `--rps` per second) goes to a memcached
+//! target through three clients, one after another:
+//!
+//! - **naive**, the original: a new connection per key from one fixed source address, bound
+//!   with `bind(addr, 0)` and no `IP_BIND_ADDRESS_NO_PORT`, unbounded concurrency, and at most
+//!   `--max-idle` idle connections kept (gomemcache's free list). It runs out of ports.
+//! - **spread**, the emergency fix: the same client, with each dial's source spread over
+//!   127.0.0.0/8 by multiloop's dialer. Ports stop running out; concurrency is still unbounded.
+//! - **pooled**, the real fix: a multiloop `Pool` of `--pool-size` connections, driven through
+//!   `fan_out`.
+//!
+//! By default the target is an embedded memcached-text server, started in a child process on a
+//! free loopback port, fresh for each mode, so the command works with nothing installed.
+//! `--port-range` limits every socket's ephemeral ports (Linux 6.3+), so that the exhaustion
+//! production meets at 28,232 ports happens here within the run.
+//!
+//! Each mode gets a block of ports of that size of its own: naive the range itself, spread the
+//! next block, pooled the one after. A port reserved by a plain `bind(addr, 0)`, as the naive
+//! client does, is skipped by `connect` for every source address until its TIME_WAIT ends, so
+//! a shared range would let naive's leftovers fail the modes after it.
+
+mod metrics;
+mod modes;
+mod report;
+mod server;
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use metrics::{ModeSummary, Recorder, Sampler};
+use modes::{Mode, Settings};
+#[allow(unused_imports)]
+use serde as _;
+use server::Target;
+
+#[derive(Parser, Debug)]
+#[command(about = "Replays the port-exhaustion incident against a memcached target, mode by mode")]
+struct Args {
+    /// Keys per batch request.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch: u64,
+    /// Batch requests per second.
+    #[arg(long, default_value_t = 3.0)]
+    rps: f64,
+    /// How long each mode sends requests, such as 20s or 500ms.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Which modes to run, in order naive, spread, pooled.
+    #[arg(long, value_enum, default_value = "all")]
+    mode: ModeArg,
+    /// The naive client's one source address.
+    #[arg(long, default_value = "127.0.0.1")]
+    naive_source: IpAddr,
+    /// Idle connections the naive and spread clients keep; the rest are closed.
+    #[arg(long, default_value_t = 1000)]
+    max_idle: usize,
+    /// The pooled client's max_size.
+    #[arg(long, default_value_t = 64)]
+    pool_size: usize,
+    /// The ephemeral port range per socket, LO-HI, or "system" for the system's range. The
+    /// default gives each source address 4,000 ports: the naive client fills them within its
+    /// first requests, keeps 1,000 idle and leaves the rest in TIME_WAIT, as production did
+    /// with 28,232. Spread and pooled use the next two blocks of the same size.
+    #[arg(long, default_value = "40000-43999", value_parser = parse_range)]
+    port_range: PortRange,
+    /// A memcached to use instead of the embedded server (loopback only).
+    #[arg(long, conflicts_with = "spawn_memcached")]
+    target: Option<SocketAddr>,
+    /// Start the system's memcached binary for the run instead of the embedded server.
+    #[arg(long)]
+    spawn_memcached: bool,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a timeline chart (errors per second, TIME_WAIT sockets) as SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Exit with status 3 unless naive recorded errors and pooled recorded none, for CI.
+    #[arg(long)]
+    check: bool,
+    /// Run as the embedded server (used by the harness itself).
+    #[arg(long, hide = true)]
+    serve_embedded: bool,
+    /// Run one mode against --target and print its summary (used by the harness itself).
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    All,
+    Naive,
+    Spread,
+    Pooled,
+}
+
+#[derive(Clone, Debug)]
+struct PortRange(Option<RangeInclusive<u16>>);
+
+fn parse_range(s: &str) -> Result<PortRange, String> {
+    if s == "system" {
+        return Ok(PortRange(None));
+    }
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected LO-HI or \"system\", got {s:?}"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|e| format!("low port {lo:?}: {e}"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|e| format!("high port {hi:?}: {e}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?} is not a range of ports: need 1 <= LO <= HI"));
+    }
+    Ok(PortRange(Some(lo..=hi)))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 20s or 500ms, got {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("{s:?} is out of range: above 0, at most an hour"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The mode's own block of ports: the range, shifted by its size once per mode before it.
+fn block_for(
+    mode: Mode,
+    range: &Option<RangeInclusive<u16>>,
+) -> Result<Option<RangeInclusive<u16>>, String> {
+    let Some(r) = range else {
+        return Ok(None);
+    };
+    let size = u32::from(*r.end()) - u32::from(*r.start()) + 1;
+    let shift = size * mode as u32;
+    let (lo, hi) = (u32::from(*r.start()) + shift, u32::from(*r.end()) + shift);
+    match (u16::try_from(lo), u16::try_from(hi)) {
+        (Ok(lo), Ok(hi)) => Ok(Some(lo..=hi)),
+        _ => Err(format!(
+            "--port-range {}-{} leaves no room for the {} mode's block ({lo}-{hi}); pick a lower range",
+            r.start(),
+            r.end(),
+            mode.name()
+        )),
+    }
+}
+
+/// Populates the target, then runs one mode with its progress bar and sampler.
+async fn run_mode(
+    mode: Mode,
+    target: SocketAddr,
+    settings: &Settings,
+    keys: Arc<Vec<String>>,
+) -> Result<ModeSummary, String> {
+    modes::populate(target, &keys).await?;
+    let bar = ProgressBar::new(settings.duration.as_millis() as u64).with_style(
+        ProgressStyle::with_template("{prefix:>7} [{bar:30}] {elapsed:>4} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(mode.name());
+    let seconds = (settings.duration + settings.drain).as_secs() as usize + 2;
+    let recorder = Arc::new(Recorder::new(seconds));
+    let settings = Settings {
+        port_range: block_for(mode, &settings.port_range)?,
+        ..settings.clone()
+    };
+    let sampler = Sampler::start(target, settings.port_range.clone());
+    modes::run(mode, target, &settings, keys, recorder.clone(), &bar).await?;
+    Ok(ModeSummary::collect(mode.name(), &recorder, sampler))
+}
+
+/// Runs one mode in a child process and reads back its summary.
+fn run_child(mode: Mode, target: SocketAddr, s: &Settings) -> Result<ModeSummary, String> {
+    let range = s.port_range.as_ref().map_or_else(
+        || "system".to_string(),
+        |r| format!("{}-{}", r.start(), r.end()),
+    );
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let output = std::process::Command::new(exe)
+        .args([
+            "--child",
+            "--mode",
+            mode.name(),
+            "--target",
+            &target.to_string(),
+        ])
+        .args(["--batch", &s.batch.to_string(), "--rps", &s.rps.to_string()])
+        .args(["--duration", &format!("{}ms", s.duration.as_millis())])
+        .args(["--naive-source", &s.naive_source.to_string()])
+        .args(["--max-idle", &s.max_idle.to_string()])
+        .args(["--pool-size", &s.pool_size.to_string()])
+        .args(["--port-range", &range])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run the {} mode: {e}", mode.name()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: ModeSummary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SUMMARY "))
+        .ok_or_else(|| {
+            format!(
+                "the {} mode ended with {} and no summary",
+                mode.name(),
+                output.status
+            )
+        })
+        .and_then(|json| serde_json::from_str(json).map_err(|e| e.to_string()))?;
+    println!(
+        "{:>7}: {} requests ok, {} failed; {} key errors; p99 {:.0} ms",
+        summary.mode,
+        summary.requests_ok,
+        summary.requests_failed,
+        summary.errors.total(),
+        summary.latency_ms.p99
+    );
+    if let Some(e) = &summary.first_error {
+        println!("         first error: {e}");
+    }
+    Ok(summary)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.serve_embedded {
+        return match server::serve_main() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("embedded server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("could not start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if args.child {
+        // A mode's process exits without tearing down its runtime: the naive client may leave
+        // a million tasks behind, and exiting closes their sockets at once.
+        let code = match runtime.block_on(run(args)) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<std::process::ExitCode, String> {
+    if !(args.rps > 0.0 && args.rps <= 1000.0) {
+        return Err(format!(
+            "--rps {} is out of range: above 0, at most 1000",
+            args.rps
+        ));
+    }
+    if let Some(t) = args.target
+        && !t.ip().is_loopback()
+    {
+        return Err(format!(
+            "--target {t} is not a loopback address; the harness sends load to this host only"
+        ));
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if !args.child => println!("file descriptor limit: {n}"),
+        Ok(_) => {}
+        Err(e) => eprintln!("could not raise the file descriptor limit: {e}"),
+    }
+    let modes: Vec<Mode> = match args.mode {
+        ModeArg::All => vec![Mode::Naive, Mode::Spread, Mode::Pooled],
+        ModeArg::Naive => vec![Mode::Naive],
+        ModeArg::Spread => vec![Mode::Spread],
+        ModeArg::Pooled => vec![Mode::Pooled],
+    };
+    let settings = Settings {
+        batch: args.batch as usize,
+        rps: args.rps,
+        duration: args.duration,
+        max_idle: args.max_idle,
+        pool_size: args.pool_size,
+        naive_source: args.naive_source,
+        port_range: args.port_range.0.clone(),
+        key_timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(5),
+    };
+    let keys: Arc<Vec<String>> =
+        Arc::new((0..settings.batch).map(|i| format!("key:{i}")).collect());
+    if !args.child {
+        print_settings(&settings);
+    }
+    let _ = print_settings;
+    fn print_settings(settings: &Settings) {
+        println!(
+            "{} keys per request, {} requests/s, {:?} per mode, {} ports per source address\n",
+            settings.batch,
+            settings.rps,
+            settings.duration,
+            settings.port_range.as_ref().map_or_else(
+                || "the system's".to_string(),
+                |r| (u32::from(*r.end()) - u32::from(*r.start()) + 1).to_string()
+            )
+        );
+    }
+
+    if args.child {
+        let (Some(target), [mode]) = (args.target, modes.as_slice()) else {
+            return Err("--child runs one mode against --target".into());
+        };
+        let summary = run_mode(*mode, target, &settings, keys).await?;
+        println!(
+            "SUMMARY {}",
+            serde_json::to_string(&summary).map_err(|e| e.to_string())?
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+
+    let mut summaries = Vec::new();
+    for mode in modes {
+        // A fresh embedded server per mode: each mode's sockets and TIME_WAIT are its own.
+        let target = match (args.target, args.spawn_memcached) {
+            (Some(addr), _) => Target::external(addr),
+            (None, true) => Target::spawn_memcached().map_err(|e| e.to_string())?,
+            (None, false) => Target::embedded().map_err(|e| format!("embedded server: {e}"))?,
+        };
+        // Each mode runs in a process of its own, so that its peak threads and memory are its
+        // own too.
+        let summary = run_child(mode, target.addr, &settings)?;
+        summaries.push((summary, target));
+    }
+
+    let (summaries, targets): (Vec<ModeSummary>, Vec<Target>) = summaries.into_iter().unzip();
+    println!("\n{}", report::table(&summaries));
+    let left: usize = targets
+        .iter()
+        .filter_map(|t| multiloop::ports::snapshot(t.addr, None).ok())
+        .map(|s| s.time_wait())
+        .sum();
+    drop(targets);
+    println!(
+        "All sockets are closed. {left} client sockets remain in TIME_WAIT; the kernel clears \
+         them within about 60 s."
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, report::json(&summaries))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        report::svg(path, &summaries).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if args.check {
+        let errors = |m: &str| {
+            summaries
+                .iter()
+                .find(|s| s.mode == m)
+                .map(|s| s.errors.total())
+        };
+        let naive_failed = errors("naive").is_none_or(|n| n > 0);
+        let pooled_clean = errors("pooled").is_none_or(|n| n == 0);
+        if !(naive_failed && pooled_clean) {
+            eprintln!(
+                "check failed: naive errors {:?} (expected some), pooled errors {:?} (expected none)",
+                errors("naive"),
+                errors("pooled")
+            );
+            return Ok(std::process::ExitCode::from(3));
+        }
+        println!("check passed: naive ran out, pooled did not");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

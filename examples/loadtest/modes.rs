@@ -1,0 +1,309 @@
+//! The three clients: naive (the incident's), spread (its emergency fix) and pooled (the fix).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use multiloop::{Dialer, Pool, SourceSet};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::metrics::{ErrKind, Recorder};
+
+/// A failed key: its kind and the error's text.
+type Failure = (ErrKind, String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Naive = 0,
+    Spread = 1,
+    Pooled = 2,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Naive => "naive",
+            Mode::Spread => "spread",
+            Mode::Pooled => "pooled",
+        }
+    }
+}
+
+/// What every mode shares.
+#[derive(Clone)]
+pub struct Settings {
+    pub batch: usize,
+    pub rps: f64,
+    pub duration: Duration,
+    pub max_idle: usize,
+    pub pool_size: usize,
+    pub naive_source: IpAddr,
+    pub port_range: Option<RangeInclusive<u16>>,
+    /// Bounds every key's round trip, so that every mode stops by itself.
+    pub key_timeout: Duration,
+    /// How long in-flight requests may finish after the mode's duration.
+    pub drain: Duration,
+}
+
+/// One memcached `get` round trip; a miss or a hit both count as success.
+async fn get_key(conn: &mut TcpStream, key: &str) -> std::io::Result<()> {
+    conn.write_all(format!("get {key}\r\n").as_bytes()).await?;
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == "END\r\n" {
+            return Ok(());
+        }
+        let len: usize = line
+            .strip_prefix("VALUE ")
+            .and_then(|rest| rest.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("unexpected reply {line:?}")))?;
+        let mut value = vec![0u8; len + 2];
+        reader.read_exact(&mut value).await?;
+    }
+}
+
+/// The incident's client: a connection per key, dialed on demand, at most `max_idle` kept for
+/// reuse and the rest closed (gomemcache's free list). Concurrency is unbounded.
+struct PerKeyClient {
+    dialer: Dialer,
+    target: SocketAddr,
+    idle: Mutex<Vec<TcpStream>>,
+    max_idle: usize,
+}
+
+impl PerKeyClient {
+    async fn get(&self, key: &str) -> Result<(), Failure> {
+        let reused = self.idle.lock().unwrap().pop();
+        let mut conn = match reused {
+            Some(conn) => conn,
+            None => self
+                .dialer
+                .connect(self.target)
+                .await
+                .map_err(|e| (ErrKind::of_dial(e.kind()), e.to_string()))?,
+        };
+        get_key(&mut conn, key)
+            .await
+            .map_err(|e| (ErrKind::of_io(&e), e.to_string()))?;
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        Ok(())
+    }
+}
+
+enum Client {
+    PerKey(Arc<PerKeyClient>),
+    Pooled(Pool),
+}
+
+impl Client {
+    fn new(mode: Mode, target: SocketAddr, s: &Settings) -> Result<Client, multiloop::ConfigError> {
+        let with_range = |b: multiloop::DialerBuilder| match &s.port_range {
+            Some(r) => b.local_port_range(r.clone()),
+            None => b,
+        };
+        let per_key = |dialer: Dialer| {
+            Client::PerKey(Arc::new(PerKeyClient {
+                dialer,
+                target,
+                idle: Mutex::new(Vec::new()),
+                max_idle: s.max_idle,
+            }))
+        };
+        Ok(match mode {
+            // One fixed source, `bind(addr, 0)` without IP_BIND_ADDRESS_NO_PORT, no retry and
+            // no quarantine: the dialer as the incident had it.
+            Mode::Naive => per_key(
+                with_range(Dialer::builder())
+                    .sources(SourceSet::from_addrs([s.naive_source])?)
+                    .bind_address_no_port(false)
+                    .max_attempts(1)
+                    .quarantine(Duration::ZERO)
+                    .build()?,
+            ),
+            Mode::Spread => per_key(with_range(Dialer::builder()).build()?),
+            Mode::Pooled => Client::Pooled(
+                Pool::builder(target)
+                    .dialer(with_range(Dialer::builder()).build()?)
+                    .max_size(s.pool_size)
+                    .build()?,
+            ),
+        })
+    }
+
+    /// One batch request: every key, as this client does it. Returns whether all succeeded.
+    async fn request(
+        &self,
+        keys: Arc<Vec<String>>,
+        recorder: &Recorder,
+        timeout: Duration,
+    ) -> bool {
+        let mut all_ok = true;
+        let mut record = |result: Result<(), Failure>| match result {
+            Ok(()) => recorder.key_ok(),
+            Err((kind, text)) => {
+                recorder.error(kind);
+                recorder.first_error(|| text);
+                all_ok = false;
+            }
+        };
+        match self {
+            Client::PerKey(client) => {
+                // One task per key, as in the incident.
+                let mut tasks = JoinSet::new();
+                for i in 0..keys.len() {
+                    let client = client.clone();
+                    let keys = keys.clone();
+                    tasks.spawn(async move {
+                        tokio::time::timeout(timeout, client.get(&keys[i]))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err((ErrKind::Timeout, "key timed out".to_string()))
+                            })
+                    });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    record(done.unwrap_or_else(|e| Err((ErrKind::Other, e.to_string()))));
+                }
+            }
+            Client::Pooled(pool) => {
+                let mut results = pool.fan_out(0..keys.len(), move |mut conn, i| {
+                    let keys = keys.clone();
+                    async move {
+                        match tokio::time::timeout(timeout, get_key(&mut conn, &keys[i])).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => {
+                                conn.discard();
+                                Err((ErrKind::of_io(&e), e.to_string()))
+                            }
+                            Err(_) => {
+                                conn.discard();
+                                Err((ErrKind::Timeout, "key timed out".to_string()))
+                            }
+                        }
+                    }
+                });
+                while let Some(result) = results.next().await {
+                    record(
+                        result
+                            .map_err(|e| (ErrKind::of_pool(&e), e.to_string()))
+                            .and_then(|r| r),
+                    );
+                }
+            }
+        }
+        all_ok
+    }
+}
+
+/// Stores every key once, through a pool, so that the modes' gets hit.
+pub async fn populate(target: SocketAddr, keys: &[String]) -> Result<(), String> {
+    let pool = Pool::builder(target)
+        .max_size(16)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut stored = pool.fan_out(keys.to_vec(), |mut conn, key| async move {
+        let value = format!("value-of-{key}");
+        conn.write_all(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes())
+            .await?;
+        let mut reply = [0u8; 8];
+        conn.read_exact(&mut reply).await?;
+        if &reply == b"STORED\r\n" {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("set was not stored"))
+        }
+    });
+    while let Some(r) = stored.next().await {
+        r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    pool.close();
+    Ok(())
+}
+
+/// Sends `rps` batch requests per second for the mode's duration, then waits for the ones in
+/// flight (at most `drain`) and closes the client's connections.
+pub async fn run(
+    mode: Mode,
+    target: SocketAddr,
+    s: &Settings,
+    keys: Arc<Vec<String>>,
+    recorder: Arc<Recorder>,
+    bar: &ProgressBar,
+) -> Result<(), String> {
+    let client = Arc::new(Client::new(mode, target, s).map_err(|e| e.to_string())?);
+    let started = Instant::now();
+    let end = started + s.duration;
+    let running = Arc::new(AtomicBool::new(true));
+    let progress = {
+        let (bar, recorder, running) = (bar.clone(), recorder.clone(), running.clone());
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                bar.set_position(started.elapsed().as_millis() as u64);
+                bar.set_message(format!(
+                    "{} requests ok, {} failed, {} key errors",
+                    recorder.requests_ok.load(Ordering::Relaxed),
+                    recorder.requests_failed.load(Ordering::Relaxed),
+                    recorder.errors_total()
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / s.rps));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut requests = JoinSet::new();
+    loop {
+        ticker.tick().await;
+        if Instant::now() >= end {
+            break;
+        }
+        let (client, keys, recorder) = (client.clone(), keys.clone(), recorder.clone());
+        let timeout = s.key_timeout;
+        requests.spawn(async move {
+            let t0 = Instant::now();
+            let ok = client.request(keys, &recorder, timeout).await;
+            recorder.request(ok, t0.elapsed());
+        });
+    }
+    let drained = tokio::time::timeout(s.drain, async {
+        while requests.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // Requests still running after the drain count as failed. Dropping the set aborts
+        // them; the mode's process exits soon after, which closes every socket at once.
+        for _ in 0..requests.len() {
+            recorder.request_unfinished();
+        }
+        drop(requests);
+    }
+    running.store(false, Ordering::Relaxed);
+    let _ = progress.await;
+    bar.finish_with_message(format!(
+        "{} requests ok, {} failed, {} key errors",
+        recorder.requests_ok.load(Ordering::Relaxed),
+        recorder.requests_failed.load(Ordering::Relaxed),
+        recorder.errors_total()
+    ));
+    // Close every connection the client holds.
+    if let Client::Pooled(pool) = &*client {
+        pool.close();
+    }
+    drop(client);
+    Ok(())
+}
