@@ -357,6 +357,25 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
 
+    // Every mode's block must lie within the system range, or its dialer would refuse it.
+    if let Ok(system) = multiloop::ports::local_port_range() {
+        for &mode in &modes {
+            if let Some(block) = block_for(mode, &settings.port_range)?
+                && !(system.contains(block.start()) && system.contains(block.end()))
+            {
+                return Err(format!(
+                    "the {} mode's ports, {}-{}, lie outside net.ipv4.ip_local_port_range \
+                     {}-{}; pick a --port-range that leaves room for three blocks",
+                    mode.name(),
+                    block.start(),
+                    block.end(),
+                    system.start(),
+                    system.end()
+                ));
+            }
+        }
+    }
+
     let mut summaries = Vec::new();
     for mode in modes {
         // A fresh embedded server per mode: each mode's sockets and TIME_WAIT are its own.

@@ -69,7 +69,7 @@ impl Target {
             "-U".into(),
             "0".into(),
             "-c".into(),
-            "65536".into(),
+            max_connections().to_string(),
             "-t".into(),
             "2".into(),
         ];
@@ -97,6 +97,12 @@ impl Target {
         }
         Err(std::io::Error::other("memcached did not start listening"))
     }
+}
+
+/// As many connections as memcached can open under this host's descriptor limit.
+fn max_connections() -> u64 {
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(_, hard)| hard);
+    hard.saturating_sub(64).clamp(1024, 65_536)
 }
 
 impl Drop for Target {
