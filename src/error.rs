@@ -129,6 +129,7 @@ impl fmt::Display for DialErrorKind {
 /// }
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct DialError {
     kind: DialErrorKind,
     target: Option<SocketAddr>,
@@ -231,18 +232,6 @@ impl fmt::Display for DialError {
             write!(f, "; {advice}")?;
         }
         Ok(())
-    }
-}
-
-impl fmt::Debug for DialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DialError")
-            .field("kind", &self.kind)
-            .field("target", &self.target)
-            .field("sources", &self.sources)
-            .field("attempts", &self.attempts)
-            .field("error", &self.error)
-            .finish()
     }
 }
 

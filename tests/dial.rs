@@ -22,14 +22,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Address `host` of a /24 under `127.<tag>` that is new to this run: TIME_WAIT pairs from an
-/// earlier run (up to 60 s ago) must not eat into this run's budget.
-fn fresh(tag: u8, host: u8) -> IpAddr {
-    use std::sync::OnceLock;
-    static RUN: OnceLock<u8> = OnceLock::new();
-    let run = *RUN.get_or_init(|| (std::process::id() % 256) as u8);
-    IpAddr::V4(Ipv4Addr::new(127, tag, run, host))
-}
+use support::fresh_source as fresh;
 
 /// Dials `target` and closes at once, `n` times or until the first error.
 async fn churn(

@@ -623,9 +623,7 @@ async fn port_snapshot_counts_real_sockets_by_source_and_state() {
 async fn ports_exhausted_reports_carry_the_port_budget() {
     let (logs, _guard) = support::logs::capture();
     let acceptor = Acceptor::start("127.0.0.1").await;
-    let source: std::net::IpAddr = format!("127.70.{}.1", std::process::id() % 256)
-        .parse()
-        .unwrap();
+    let source = support::fresh_source(70, 1);
     let dialer = Dialer::builder()
         .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
         .local_port_range(40_000..=40_049)
@@ -771,9 +769,7 @@ async fn the_reaper_ends_when_the_pool_is_dropped() {
 async fn port_utilization_warns_before_the_tipping_point() {
     let (logs, _guard) = support::logs::capture();
     let acceptor = Acceptor::start("127.0.0.1").await;
-    let source: std::net::IpAddr = format!("127.71.{}.1", std::process::id() % 256)
-        .parse()
-        .unwrap();
+    let source = support::fresh_source(71, 1);
     let dialer = Dialer::builder()
         .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
         .local_port_range(40_000..=40_049)

@@ -92,6 +92,16 @@ pub fn notice(text: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** NOTICE: {text} ***\n");
 }
 
+/// Address `host` of a /24 under `127.<tag>` that is new to this run: TIME_WAIT pairs from an
+/// earlier run (up to 60 s ago) must not eat into this run's port budget. Each test picks its
+/// own `tag`.
+pub fn fresh_source(tag: u8, host: u8) -> std::net::IpAddr {
+    use std::sync::OnceLock;
+    static RUN: OnceLock<u8> = OnceLock::new();
+    let run = *RUN.get_or_init(|| (std::process::id() % 256) as u8);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, tag, run, host))
+}
+
 /// A free port on 127.0.0.1, as the kernel hands it out. The server may lose a race for it;
 /// [`spawn`] retries with another.
 pub fn free_port() -> u16 {
