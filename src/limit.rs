@@ -325,7 +325,7 @@ impl<C: Connector> Bulkhead<C> {
     /// [`PoolError::Closed`] when the pool is closed.
     pub async fn acquire(&self) -> Result<LimitPermit, PoolError<C::Error>> {
         let l = &self.limit;
-        if self.pool.status().closed {
+        if self.pool.is_closed() {
             return Err(PoolError::Closed);
         }
         if !l.explicit.load(Ordering::Relaxed) {
@@ -337,7 +337,7 @@ impl<C: Connector> Bulkhead<C> {
         let permit = match l.semaphore.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let max = self.pool.status().max_waiters;
+                let max = self.pool.max_waiters();
                 let before = l.waiters.fetch_add(1, Ordering::Relaxed);
                 let _leave = LeaveQueue(&l.waiters);
                 if before >= max {

@@ -319,6 +319,7 @@ impl<C: Connector> PoolBuilder<C> {
                 paused: AtomicBool::new(false),
                 waiters: AtomicUsize::new(0),
                 max_waiters: AtomicUsize::new(self.max_waiters),
+                max_size: AtomicUsize::new(self.max_size),
                 default_limit: AtomicUsize::new(self.default_limit.unwrap_or(0)),
                 min_idle: self.min_idle,
                 warm_up_concurrency: self.warm_up_concurrency,
@@ -389,6 +390,8 @@ pub(crate) struct PoolInner<C: Connector> {
     paused: AtomicBool,
     waiters: AtomicUsize,
     max_waiters: AtomicUsize,
+    /// The cap as last set, readable without deadpool's lock.
+    max_size: AtomicUsize,
     /// 0 means "follow max_size".
     default_limit: AtomicUsize,
     pub(crate) min_idle: usize,
@@ -614,8 +617,8 @@ impl<C: Connector> Pool<C> {
             PoolError::Timeout(_) | PoolError::Backend(_) => report::CREATE_FAILED,
             _ => return,
         };
-        let status = self.status();
         self.inner.reporter.report(kind, |suppressed| {
+            let status = self.status();
             tracing::warn!(
                 %target,
                 error = %err,
@@ -630,8 +633,8 @@ impl<C: Connector> Pool<C> {
 
     fn report_saturated(&self) {
         let target = self.inner.target;
-        let status = self.status();
         self.inner.reporter.report(report::SATURATED, |suppressed| {
+            let status = self.status();
             tracing::warn!(
                 %target,
                 waiting = status.waiting,
@@ -743,6 +746,7 @@ impl<C: Connector> Pool<C> {
             ));
         }
         self.inner.pool.resize(max_size);
+        self.inner.max_size.store(max_size, Ordering::Relaxed);
         Ok(())
     }
 
@@ -772,9 +776,19 @@ impl<C: Connector> Pool<C> {
     /// The concurrency limit of `fan_out` and of bulkheads not set otherwise.
     pub fn default_limit(&self) -> usize {
         match self.inner.default_limit.load(Ordering::Relaxed) {
-            0 => self.inner.pool.status().max_size.max(1),
+            0 => self.inner.max_size.load(Ordering::Relaxed),
             n => n,
         }
+    }
+
+    /// Whether [`close`](Pool::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pool.is_closed()
+    }
+
+    /// The wait queue's bound now.
+    pub(crate) fn max_waiters(&self) -> usize {
+        self.inner.max_waiters.load(Ordering::Relaxed)
     }
 
     /// Whether the last dial to the target was refused or timed out, so that gets fail fast.
