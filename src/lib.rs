@@ -76,15 +76,24 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod connect;
 mod connector;
 mod dial;
 mod error;
 mod limit;
 mod manager;
+#[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
+pub mod memcached;
 mod pool;
 pub mod ports;
 mod quarantine;
 mod reaper;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod sockopt;
 mod source;
 mod telemetry;
