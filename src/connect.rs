@@ -73,7 +73,10 @@ fn host_and_port(uri: &Uri) -> Result<(String, u16), DialError> {
     };
     let host = uri.host().ok_or_else(|| bad("the URI has no host"))?;
     // IPv6 literals come bracketed: "[::1]".
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = match (uri.port_u16(), uri.scheme_str()) {
         (Some(p), _) => p,
         (None, Some("https")) => 443,

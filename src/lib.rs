@@ -98,7 +98,7 @@ mod sockopt;
 mod source;
 mod telemetry;
 
-pub use connector::{Connector, Raw};
+pub use connector::{Connector, Raw, Stream};
 pub use dial::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, Dialer, DialerBuilder,
     Fallback,
@@ -108,7 +108,7 @@ pub use limit::{Bulkhead, BulkheadStats, LimitPermit, MAX_BULKHEADS, OVERFLOW_BU
 pub use pool::{
     Conn, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_WAITERS,
-    DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, Pool, PoolBuilder, Status,
+    DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, Pool, PoolBuilder, Status, Target,
 };
 pub use source::{SourceSet, Strategy};
 pub use telemetry::{

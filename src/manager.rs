@@ -1,7 +1,6 @@
 //! The deadpool manager: dials through the [`Dialer`], runs the [`Connector`], checks idle
 //! connections, and fails fast while the target is down.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -9,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
-use crate::connector::Connector;
+use crate::connector::{Connector, Stream};
 use crate::dial::Dialer;
 use crate::error::{DialError, DialErrorKind};
+use crate::pool::Target;
 use crate::telemetry::{CloseReason, PoolCounters};
 
 /// The shortest and longest wait between probes of a target that refuses or stalls.
@@ -204,7 +204,7 @@ pub(crate) struct Shared {
 
 pub(crate) struct Manager<C: Connector> {
     pub(crate) dialer: Dialer,
-    pub(crate) target: SocketAddr,
+    pub(crate) target: Target,
     pub(crate) connector: C,
     pub(crate) shared: Arc<Shared>,
 }
@@ -220,7 +220,11 @@ impl<C: Connector> managed::Manager for Manager<C> {
             .ticket()
             .await
             .map_err(CreateError::Dial)?;
-        let dialed = self.dialer.connect(self.target).await;
+        let dialed = match &self.target {
+            Target::Tcp(addr) => self.dialer.connect(*addr).await.map(Stream::Tcp),
+            #[cfg(unix)]
+            Target::Unix(path) => dial_unix(path, self.dialer.connect_timeout()).await,
+        };
         ticket.finish(dialed.as_ref().map(|_| ()));
         let stream = dialed.map_err(CreateError::Dial)?;
         let conn = self
@@ -266,5 +270,34 @@ impl<C: Connector> managed::Manager for Manager<C> {
 
     fn detach(&self, slot: &mut Slot<C::Conn>) {
         self.shared.counters.closed(slot.close_reason());
+    }
+}
+
+/// Connects to a unix domain socket under the dialer's timeout. A missing socket file counts as
+/// refused: the server is not there.
+#[cfg(unix)]
+async fn dial_unix(path: &std::path::Path, timeout: Duration) -> Result<Stream, DialError> {
+    let fail = |kind: DialErrorKind, e: std::io::Error| {
+        let error = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        DialError::new(kind, None, Vec::new(), 1, error)
+    };
+    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+        Ok(Ok(stream)) => Ok(Stream::Unix(stream)),
+        Ok(Err(e)) => {
+            let kind = match DialErrorKind::classify(&e, false) {
+                DialErrorKind::Io if e.kind() == std::io::ErrorKind::NotFound => {
+                    DialErrorKind::Refused
+                }
+                kind => kind,
+            };
+            Err(fail(kind, e))
+        }
+        Err(_) => Err(fail(
+            DialErrorKind::Timeout,
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            ),
+        )),
     }
 }

@@ -15,12 +15,13 @@
 
 use std::io;
 
-use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+use crate::connector::Stream;
 
 /// A pooled memcached connection: memcache-async's protocol over a dialed stream, ready for
 /// `get`, `get_multi`, `set` and the rest.
-pub type Protocol = memcache_async::ascii::Protocol<Compat<TcpStream>>;
+pub type Protocol = memcache_async::ascii::Protocol<Compat<Stream>>;
 
 /// Pools memcache-async connections. [`check`](crate::Connector::check) sends `version`, a
 /// round trip per checkout of an idle connection: memcache-async buffers the stream, so a
@@ -32,7 +33,7 @@ impl crate::Connector for Connector {
     type Conn = Protocol;
     type Error = io::Error;
 
-    async fn connect(&self, stream: TcpStream) -> io::Result<Protocol> {
+    async fn connect(&self, stream: Stream) -> io::Result<Protocol> {
         Ok(memcache_async::ascii::Protocol::new(stream.compat()))
     }
 

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,10 +49,45 @@ pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(60);
 /// towards the target, before the tipping point.
 pub const DEFAULT_PORT_WARNING: f64 = 0.8;
 
-/// Configures a [`Pool`]. Made by [`Pool::builder`].
+/// Where a pool connects: a TCP address, dialed from spread sources, or a unix domain socket.
+///
+/// When the server offers a unix socket (`memcached -s PATH`, redis's `unixsocket`), it is the
+/// strongest cure for port exhaustion: a unix socket uses no ports at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix domain socket's path.
+    #[cfg(unix)]
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Target::Tcp(addr) => Some(*addr),
+            #[cfg(unix)]
+            Target::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "{addr}"),
+            #[cfg(unix)]
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Configures a [`Pool`]. Made by [`Pool::builder`] or [`Pool::builder_unix`].
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder<C: Connector = Raw> {
-    target: Result<SocketAddr, String>,
+    target: Result<Target, String>,
     dialer: Option<Dialer>,
     connector: C,
     max_size: usize,
@@ -280,9 +317,11 @@ impl<C: Connector> PoolBuilder<C> {
             Some(d) => d,
             None => Dialer::builder().build()?,
         };
-        dialer
-            .check_target(target)
-            .map_err(|e| ConfigError::new("target", e.io_error().to_string()))?;
+        if let Target::Tcp(addr) = &target {
+            dialer
+                .check_target(*addr)
+                .map_err(|e| ConfigError::new("target", e.io_error().to_string()))?;
+        }
 
         let shared = Arc::new(Shared {
             counters: PoolCounters::default(),
@@ -295,7 +334,7 @@ impl<C: Connector> PoolBuilder<C> {
         });
         let manager = Manager {
             dialer: dialer.clone(),
-            target,
+            target: target.clone(),
             connector: self.connector,
             shared: shared.clone(),
         };
@@ -385,7 +424,7 @@ pub(crate) struct PoolInner<C: Connector> {
     pub(crate) pool: managed::Pool<Manager<C>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) dialer: Dialer,
-    pub(crate) target: SocketAddr,
+    pub(crate) target: Target,
     pub(crate) timeouts: Timeouts,
     paused: AtomicBool,
     waiters: AtomicUsize,
@@ -456,9 +495,24 @@ impl Pool<Raw> {
         let target = match target.to_socket_addrs() {
             Ok(mut addrs) => addrs
                 .next()
+                .map(Target::Tcp)
                 .ok_or_else(|| "resolved to no address".to_string()),
             Err(e) => Err(format!("could not resolve: {e}")),
         };
+        PoolBuilder::with_target(target)
+    }
+
+    /// A builder for a pool of connections to the unix domain socket at `path`, with the same
+    /// options and connectors as a TCP pool. A unix socket uses no ports, so it cannot run out
+    /// of them; the dialer's options do not apply, but its connect timeout does.
+    #[cfg(unix)]
+    pub fn builder_unix(path: impl Into<PathBuf>) -> PoolBuilder<Raw> {
+        PoolBuilder::with_target(Ok(Target::Unix(path.into())))
+    }
+}
+
+impl PoolBuilder<Raw> {
+    fn with_target(target: Result<Target, String>) -> PoolBuilder<Raw> {
         PoolBuilder {
             target,
             dialer: None,
@@ -610,7 +664,7 @@ impl<C: Connector> Pool<C> {
     }
 
     fn report(&self, err: &PoolError<C::Error>) {
-        let target = self.inner.target;
+        let target = &self.inner.target;
         let kind = match err {
             PoolError::Timeout(TimeoutKind::Wait) => report::WAIT_TIMEOUT,
             // Dial errors are reported by the dialer itself.
@@ -632,7 +686,7 @@ impl<C: Connector> Pool<C> {
     }
 
     fn report_saturated(&self) {
-        let target = self.inner.target;
+        let target = &self.inner.target;
         self.inner.reporter.report(report::SATURATED, |suppressed| {
             let status = self.status();
             tracing::warn!(
@@ -720,9 +774,9 @@ impl<C: Connector> Pool<C> {
         &self.inner.dialer
     }
 
-    /// The target address.
-    pub fn target(&self) -> SocketAddr {
-        self.inner.target
+    /// Where the pool connects.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
     }
 
     /// Changes the cap on open connections at runtime. Shrinking closes idle connections now and
@@ -827,7 +881,7 @@ impl Drop for WaitSlot<'_> {
 }
 
 /// A connection on loan from a [`Pool`]. Dereferences to the connector's connection (a
-/// `TcpStream` for [`Raw`]). Dropping it returns it to the pool; [`discard`](Conn::discard)
+/// [`Stream`](crate::Stream) for [`Raw`]). Dropping it returns it to the pool; [`discard`](Conn::discard)
 /// closes it instead.
 pub struct Conn<C: Connector> {
     obj: Option<Object<Manager<C>>>,
@@ -875,6 +929,48 @@ impl<C: Connector> Drop for Conn<C> {
             let slot: &mut Slot<C::Conn> = &mut obj;
             slot.idle_since = Instant::now();
         }
+    }
+}
+
+/// A `Conn` reads and writes like its connection, so it goes straight to functions generic over
+/// `AsyncRead`/`AsyncWrite`.
+impl<C: Connector> tokio::io::AsyncRead for Conn<C>
+where
+    C::Conn: tokio::io::AsyncRead + Unpin,
+{
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut **self.get_mut()).poll_read(cx, buf)
+    }
+}
+
+impl<C: Connector> tokio::io::AsyncWrite for Conn<C>
+where
+    C::Conn: tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut **self.get_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut **self.get_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut **self.get_mut()).poll_shutdown(cx)
     }
 }
 

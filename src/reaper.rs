@@ -109,7 +109,7 @@ fn warn_leaks<C: Connector>(pool: &Pool<C>) {
     // Logged after the lock is released.
     for (caller, age) in leaks.into_iter().take(16) {
         tracing::warn!(
-            target_addr = %pool.inner.target,
+            target = %pool.inner.target,
             taken_at = %caller,
             held = ?age,
             threshold = ?threshold,
@@ -120,7 +120,7 @@ fn warn_leaks<C: Connector>(pool: &Pool<C>) {
 }
 
 fn flush_reports<C: Connector>(pool: &Pool<C>) {
-    let target = pool.inner.target;
+    let target = &pool.inner.target;
     pool.inner.reporter.flush(|kind, count, window| {
         let what = match kind {
             report::WAIT_TIMEOUT => "wait timeouts",
@@ -138,7 +138,10 @@ async fn check_ports<C: Connector>(pool: &Pool<C>) {
     let Some(threshold) = pool.inner.port_warning else {
         return;
     };
-    let target = pool.inner.target;
+    // A unix socket uses no ports.
+    let Some(target) = pool.inner.target.tcp() else {
+        return;
+    };
     let range = pool.inner.dialer.local_port_range();
     let snap = tokio::task::spawn_blocking(move || crate::ports::snapshot(target, range)).await;
     let Ok(Ok(snap)) = snap else {

@@ -33,6 +33,7 @@ use rs::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::connector::Stream;
 use crate::error::ConfigError;
 use crate::pool::{Pool, PoolBuilder};
 
@@ -81,7 +82,7 @@ impl Connector {
         self
     }
 
-    async fn handshake(&self, stream: TcpStream) -> Result<MultiplexedConnection, Error> {
+    async fn handshake(&self, stream: Stream) -> Result<MultiplexedConnection, Error> {
         let mut config = rs::AsyncConnectionConfig::new();
         if let Some(t) = self.response_timeout {
             config = config.set_response_timeout(Some(t));
@@ -100,33 +101,34 @@ impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("redis::Connector")
             .field("username", &self.info.username())
-            .field(
-                "password",
-                &self.info.password().map(|_| "<redacted>"),
-            )
+            .field("password", &self.info.password().map(|_| "<redacted>"))
             .field("db", &self.info.db())
             .field("fallback_to_localhost", &self.fallback_to_localhost)
             .finish()
     }
 }
 
-/// A pool builder for the redis at `url`: the target and the connector both come from it.
+/// A pool builder for the redis at `url` (`redis://…` or `redis+unix://…`): the target and the
+/// connector both come from it.
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] naming `url` when it does not parse or is not a TCP address.
+/// A [`ConfigError`] naming `url` when it does not parse or names neither a TCP address nor a
+/// unix socket.
 pub fn pool(url: &str) -> Result<PoolBuilder<Connector>, ConfigError> {
     let info = parse_url(url)?;
-    let target = match info.addr() {
-        rs::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-        _ => {
-            return Err(ConfigError::new(
-                "url",
-                "only redis:// URLs with a host and port can be dialed from spread sources",
-            ));
+    let connector = Connector::new(info.redis_settings().clone());
+    match info.addr() {
+        rs::ConnectionAddr::Tcp(host, port) => {
+            Ok(Pool::builder((host.as_str(), *port)).connector(connector))
         }
-    };
-    Ok(Pool::builder(target).connector(Connector::new(info.redis_settings().clone())))
+        #[cfg(unix)]
+        rs::ConnectionAddr::Unix(path) => Ok(Pool::builder_unix(path.clone()).connector(connector)),
+        _ => Err(ConfigError::new(
+            "url",
+            "only redis:// and redis+unix:// URLs are supported",
+        )),
+    }
 }
 
 fn parse_url(url: &str) -> Result<rs::ConnectionInfo, ConfigError> {
@@ -228,13 +230,17 @@ impl crate::Connector for Connector {
     type Conn = MultiplexedConnection;
     type Error = Error;
 
-    async fn connect(&self, mut stream: TcpStream) -> Result<MultiplexedConnection, Error> {
-        let source = stream.local_addr()?.ip();
-        let target = stream.peer_addr()?;
+    async fn connect(&self, stream: Stream) -> Result<MultiplexedConnection, Error> {
+        let Stream::Tcp(mut tcp) = stream else {
+            // A unix socket is always local to redis: no protected-mode question.
+            return self.handshake(stream).await;
+        };
+        let source = tcp.local_addr()?.ip();
+        let target = tcp.peer_addr()?;
         // Only a server without a password can be in protected mode; with one, skip the probe.
         if self.info.password().is_none()
             && !exempt_from_protected_mode(source)
-            && denied(&mut stream).await?
+            && denied(&mut tcp).await?
         {
             if !self.fallback_to_localhost {
                 return Err(Error::ProtectedMode { source, target });
@@ -248,10 +254,10 @@ impl crate::Connector for Connector {
                      Set a password or `protected-mode no` (on a loopback-only bind) to spread."
                 );
             }
-            stream = TcpStream::connect(target).await?;
-            stream.set_nodelay(true)?;
+            tcp = TcpStream::connect(target).await?;
+            tcp.set_nodelay(true)?;
         }
-        self.handshake(stream).await.map_err(|e| match e {
+        self.handshake(Stream::Tcp(tcp)).await.map_err(|e| match e {
             Error::Redis(ref r) if r.to_string().contains("DENIED") => {
                 Error::ProtectedMode { source, target }
             }
@@ -260,7 +266,10 @@ impl crate::Connector for Connector {
     }
 
     async fn check(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {
-        let pong: String = rs::cmd("PING").query_async(conn).await.map_err(Error::Redis)?;
+        let pong: String = rs::cmd("PING")
+            .query_async(conn)
+            .await
+            .map_err(Error::Redis)?;
         if pong == "PONG" {
             Ok(())
         } else {

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use support::Acceptor;
 
 /// One memcached round trip: `version`.
-async fn version(conn: &mut TcpStream) -> std::io::Result<String> {
+async fn version(conn: &mut multiloop::Stream) -> std::io::Result<String> {
     conn.write_all(b"version\r\n").await?;
     let mut line = String::new();
     let mut reader = BufReader::new(conn);
@@ -810,15 +810,15 @@ async fn port_utilization_warns_before_the_tipping_point() {
 struct RedisPing;
 
 impl multiloop::Connector for RedisPing {
-    type Conn = TcpStream;
+    type Conn = multiloop::Stream;
     type Error = std::io::Error;
 
-    async fn connect(&self, mut stream: TcpStream) -> std::io::Result<TcpStream> {
+    async fn connect(&self, mut stream: multiloop::Stream) -> std::io::Result<multiloop::Stream> {
         self.check(&mut stream).await?;
         Ok(stream)
     }
 
-    async fn check(&self, conn: &mut TcpStream) -> std::io::Result<()> {
+    async fn check(&self, conn: &mut multiloop::Stream) -> std::io::Result<()> {
         conn.write_all(b"PING\r\n").await?;
         let mut reply = [0u8; 7];
         conn.read_exact(&mut reply).await?;
@@ -849,10 +849,8 @@ async fn a_custom_connector_pools_redis_and_drops_dead_connections() {
         .collect::<Result<_, _>>()
         .unwrap();
     for conn in &conns {
-        assert_ne!(
-            conn.local_addr().unwrap().ip(),
-            std::net::Ipv4Addr::LOCALHOST
-        );
+        let local = conn.as_tcp().unwrap().local_addr().unwrap();
+        assert_ne!(local.ip(), std::net::Ipv4Addr::LOCALHOST);
     }
     drop(conns);
     let mut conn = pool.get().await.unwrap();

@@ -52,7 +52,10 @@ pub struct Settings {
 }
 
 /// One memcached `get` round trip; a miss or a hit both count as success.
-async fn get_key(conn: &mut TcpStream, key: &str) -> std::io::Result<()> {
+async fn get_key<S>(conn: &mut S, key: &str) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     conn.write_all(format!("get {key}\r\n").as_bytes()).await?;
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
