@@ -106,6 +106,23 @@ pub struct PoolBuilder<C: Connector = Raw> {
     port_warning: Option<f64>,
 }
 
+impl<C: Connector> fmt::Debug for PoolBuilder<C> {
+    /// The options; not the connector, which may hold credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("target", &self.target)
+            .field("max_size", &self.max_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("check_timeout", &self.check_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_waiters", &self.max_waiters)
+            .field("min_idle", &self.min_idle)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C: Connector> PoolBuilder<C> {
     /// The dialer for new connections. Default: `Dialer::builder().build()`, sources spread
     /// over 127.0.0.0/8.

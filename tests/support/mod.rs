@@ -233,6 +233,102 @@ pub fn redis(extra: &[&str]) -> Option<Server> {
     }))
 }
 
+/// A server process listening on a unix domain socket, killed when dropped.
+pub struct UnixServer {
+    child: Child,
+    /// The socket's path.
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_unix(
+    name: &'static str,
+    binary: &Path,
+    args: impl Fn(&Path) -> Vec<String>,
+) -> UnixServer {
+    let dir = std::env::temp_dir().join(format!(
+        "multiloop-{name}-unix-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("create server temp dir");
+    let dir = TempDir(dir);
+    let path = dir.0.join(format!("{name}.sock"));
+    let mut child = Command::new(binary)
+        .args(args(&path))
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&path).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{name} exited with {status} before listening on {}",
+                path.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not listen on {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    UnixServer {
+        child,
+        path,
+        _dir: dir,
+    }
+}
+
+/// Starts memcached on a unix socket, or returns `None` (after a notice) when not installed.
+pub fn memcached_unix() -> Option<UnixServer> {
+    let binary = find_binary("memcached")?;
+    let root = is_root();
+    Some(spawn_unix("memcached", &binary, move |path| {
+        let mut args = vec![
+            "-s".to_string(),
+            path.display().to_string(),
+            "-a".into(),
+            "0700".into(),
+        ];
+        if root {
+            args.extend(["-u".to_string(), "root".to_string()]);
+        }
+        args
+    }))
+}
+
+/// Starts redis-server on a unix socket only, or returns `None` (after a notice).
+pub fn redis_unix() -> Option<UnixServer> {
+    let binary = find_binary("redis-server")?;
+    Some(spawn_unix("redis-server", &binary, |path| {
+        [
+            "--port",
+            "0",
+            "--unixsocket",
+            &path.display().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }))
+}
+
 /// An in-process server that accepts, records each peer address, reads until the client closes
 /// and then closes: the client closes first, so the client side ends in TIME_WAIT.
 pub struct Acceptor {

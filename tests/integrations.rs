@@ -1,0 +1,305 @@
+//! The integrations against real servers: redis (password, protected mode, unix socket),
+//! memcached (multi-get through the pool, unix socket), hyper through the dialer, and `Raw`
+//! over a unix socket.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use multiloop::{Pool, PoolError};
+
+#[cfg(feature = "redis")]
+mod redis_tests {
+    use super::*;
+    use ::redis::AsyncCommands;
+
+    /// The client address redis sees for this connection.
+    async fn client_addr(conn: &mut ::redis::aio::MultiplexedConnection) -> IpAddr {
+        let info: String = ::redis::cmd("CLIENT")
+            .arg("INFO")
+            .query_async(conn)
+            .await
+            .unwrap();
+        let addr = info
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("addr="))
+            .expect("addr= in CLIENT INFO");
+        addr.parse::<std::net::SocketAddr>().unwrap().ip()
+    }
+
+    #[tokio::test]
+    async fn redis_with_a_password_works_from_a_spread_source() {
+        let Some(server) =
+            support::redis(&["--requirepass", "s3cret-pw", "--protected-mode", "yes"])
+        else {
+            return;
+        };
+        let url = format!("redis://:s3cret-pw@{}/2", server.addr);
+        let pool = multiloop::redis::pool(&url)
+            .unwrap()
+            .max_size(4)
+            .build()
+            .unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let _: () = conn.set("greeting", "hello").await.unwrap();
+        let value: String = conn.get("greeting").await.unwrap();
+        assert_eq!(value, "hello");
+        let db: i64 = ::redis::cmd("CLIENT")
+            .arg("INFO")
+            .query_async::<String>(&mut *conn)
+            .await
+            .map(|info| {
+                info.split_whitespace()
+                    .find_map(|f| f.strip_prefix("db="))
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(-1)
+            })
+            .unwrap();
+        assert_eq!(db, 2, "the database comes from the URL");
+        assert_ne!(
+            client_addr(&mut conn).await,
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        drop(conn);
+        // Reused, after a PING check.
+        let mut again = pool.get().await.unwrap();
+        let _: String = again.get("greeting").await.unwrap();
+        assert_eq!(pool.stats().created, 1);
+    }
+
+    #[tokio::test]
+    async fn protected_mode_is_a_typed_error_that_names_the_fix() {
+        let Some(server) = support::redis(&["--protected-mode", "yes"]) else {
+            return;
+        };
+        let pool = multiloop::redis::pool(&format!("redis://{}", server.addr))
+            .unwrap()
+            .build()
+            .unwrap();
+        let err = pool
+            .get()
+            .await
+            .expect_err("protected mode refuses 127.x sources");
+        let PoolError::Backend(multiloop::redis::Error::ProtectedMode { source, target }) = &err
+        else {
+            panic!("expected ProtectedMode, got {err}");
+        };
+        assert_ne!(*source, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(*target, server.addr);
+        let message = err.to_string();
+        let refused = source.to_string();
+        for phrase in [
+            refused.as_str(),
+            "protected mode",
+            "requirepass",
+            "protected-mode no",
+            "fallback_to_localhost",
+        ] {
+            assert!(
+                message.contains(phrase),
+                "{message} should contain {phrase}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn protected_mode_can_fall_back_to_localhost_loudly() {
+        let (logs, _guard) = support::logs::capture();
+        let Some(server) = support::redis(&["--protected-mode", "yes"]) else {
+            return;
+        };
+        let connector = multiloop::redis::Connector::from_url(&format!("redis://{}", server.addr))
+            .unwrap()
+            .fallback_to_localhost(true);
+        let pool = Pool::builder(server.addr)
+            .connector(connector)
+            .build()
+            .unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.get().await.unwrap();
+            assert_eq!(
+                client_addr(&mut conn).await,
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            );
+            conns.push(conn);
+        }
+        let warnings: Vec<String> = logs
+            .events()
+            .into_iter()
+            .filter(|e| e.contains("protected mode"))
+            .collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "one warning, not one per connection: {warnings:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn passwords_stay_out_of_debug_and_errors() {
+        let connector =
+            multiloop::redis::Connector::from_url("redis://alice:hunter2-secret@127.0.0.1:6379/1")
+                .unwrap();
+        let debug = format!("{connector:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let err =
+            multiloop::redis::pool("redis://alice:hunter2-secret@127.0.0.1:notaport").unwrap_err();
+        assert_eq!(err.option(), "url");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn redis_over_a_unix_socket() {
+        let Some(server) = support::redis_unix() else {
+            return;
+        };
+        let url = format!("redis+unix://{}", server.path.display());
+        let pool = multiloop::redis::pool(&url).unwrap().build().unwrap();
+        assert!(matches!(pool.target(), multiloop::Target::Unix(_)));
+        let mut conn = pool.get().await.unwrap();
+        let _: () = conn.set("over", "unix").await.unwrap();
+        let value: String = conn.get("over").await.unwrap();
+        assert_eq!(value, "unix");
+    }
+}
+
+#[cfg(feature = "memcached")]
+mod memcached_tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn memcached_multi_get_through_the_pool() {
+        let Some(server) = support::memcached() else {
+            return;
+        };
+        let pool = Pool::builder(server.addr)
+            .connector(multiloop::memcached::Connector)
+            .max_size(8)
+            .build()
+            .unwrap();
+        {
+            let mut conn = pool.get().await.unwrap();
+            for i in 0..1_000 {
+                conn.set(format!("k{i}"), format!("v{i}").as_bytes(), 0)
+                    .await
+                    .unwrap();
+            }
+        }
+        let keys: Vec<String> = (0..1_000).map(|i| format!("k{i}")).collect();
+        let chunks: Vec<Vec<String>> = keys.chunks(100).map(<[String]>::to_vec).collect();
+        let mut results = pool.fan_out(chunks, |mut conn, chunk| async move {
+            conn.get_multi(&chunk).await
+        });
+        let mut found = 0;
+        while let Some(result) = results.next().await {
+            let values = result.unwrap().unwrap();
+            for (k, v) in &values {
+                assert_eq!(v, format!("v{}", &k[1..]).as_bytes());
+            }
+            found += values.len();
+        }
+        assert_eq!(found, 1_000);
+        assert!(pool.stats().created <= 8);
+    }
+
+    #[tokio::test]
+    async fn memcached_over_a_unix_socket() {
+        let Some(server) = support::memcached_unix() else {
+            return;
+        };
+        let pool = Pool::builder_unix(&server.path)
+            .connector(multiloop::memcached::Connector)
+            .build()
+            .unwrap();
+        let mut conn = pool.get().await.unwrap();
+        conn.set("over", b"unix", 0).await.unwrap();
+        assert_eq!(conn.get("over").await.unwrap(), b"unix");
+        let version = conn.version().await.unwrap();
+        assert!(version.starts_with("1."), "{version}");
+    }
+}
+
+#[tokio::test]
+async fn raw_over_a_unix_socket_and_a_dead_socket_is_refused() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(server) = support::memcached_unix() else {
+        return;
+    };
+    let pool = Pool::builder_unix(&server.path).build().unwrap();
+    let mut conn = pool.get().await.unwrap();
+    assert!(conn.as_unix().is_some());
+    conn.write_all(b"version\r\n").await.unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut conn)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    assert!(line.starts_with("VERSION "), "{line}");
+    drop(conn);
+
+    let gone = Pool::builder_unix(server.path.with_file_name("nobody-here.sock"))
+        .build()
+        .unwrap();
+    let err = gone.get().await.expect_err("no socket file");
+    let dial = err.dial_error().expect("a dial error");
+    assert_eq!(dial.kind(), multiloop::DialErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("nobody-here.sock"), "{err}");
+}
+
+#[cfg(feature = "hyper")]
+#[tokio::test]
+async fn hyper_requests_go_through_the_dialer_from_a_spread_source() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A tiny HTTP/1.1 server that answers with the peer address it saw.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+
+    let dialer = multiloop::Dialer::builder().build().unwrap();
+    let client: Client<_, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(dialer.clone());
+    let uri: http::Uri = format!("http://{addr}/whoami").parse().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let peer: IpAddr = std::str::from_utf8(&body).unwrap().parse().unwrap();
+    assert_ne!(
+        peer,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "the server saw {peer}"
+    );
+    assert!(dialer.sources().contains(peer));
+    assert_eq!(dialer.stats().dials_ok, 1);
+    server.abort();
+}
