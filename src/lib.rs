@@ -72,13 +72,21 @@
 //! targets dial from `::1`.
 //!
 //! The dialer runs no background task. A pool runs one, its reaper, which ends with the pool.
+//!
+//! # Features
+//!
+//! - `memcached`: [`memcached::Connector`], on memcache-async.
+//! - `redis`: [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`,
+//!   with protected-mode detection.
+//! - `hyper`: [`Dialer`] as a `tower_service::Service<http::Uri>`, a connector for hyper-util's
+//!   legacy `Client` and tonic (see [`service`]).
+//!
+//! Without features the pool speaks any protocol through [`Raw`] or a [`Connector`] of your
+//! own, over TCP or, with [`Pool::builder_unix`], a unix domain socket, which uses no ports.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-pub mod connect;
 mod connector;
 mod dial;
 mod error;
@@ -94,6 +102,9 @@ mod reaper;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod service;
 mod sockopt;
 mod source;
 mod telemetry;

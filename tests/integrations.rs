@@ -69,6 +69,45 @@ mod redis_tests {
     }
 
     #[tokio::test]
+    async fn redis_acl_user_from_the_url() {
+        // Each word of an ACL rule is an argument of its own: redis quotes one with spaces.
+        let Some(server) = support::redis(&[
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "alice",
+            "on",
+            ">alice-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]) else {
+            return;
+        };
+        let url = format!("redis://alice:alice-pw@{}", server.addr);
+        let pool = multiloop::redis::pool(&url).unwrap().build().unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let whoami: String = ::redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(whoami, "alice");
+
+        let wrong = multiloop::redis::pool(&format!("redis://alice:nope@{}", server.addr))
+            .unwrap()
+            .build()
+            .unwrap();
+        let err = wrong.get().await.expect_err("a wrong password is refused");
+        assert!(
+            matches!(err, PoolError::Backend(multiloop::redis::Error::Redis(_))),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("nope"), "{err}");
+    }
+
+    #[tokio::test]
     async fn protected_mode_is_a_typed_error_that_names_the_fix() {
         let Some(server) = support::redis(&["--protected-mode", "yes"]) else {
             return;

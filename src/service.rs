@@ -1,4 +1,4 @@
-//! The dialer as a connector for hyper and tonic: `tower_service::Service<http::Uri>`.
+//! The dialer as a service for hyper and tonic: `tower_service::Service<http::Uri>`.
 //!
 //! hyper-util's legacy `Client` and tonic's `Endpoint::connect_with_connector` take any
 //! `Service<Uri>` whose response is a readable, writable connection. [`Dialer`] is one, so HTTP
