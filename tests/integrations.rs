@@ -4,15 +4,14 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
-
-use multiloop::{Pool, PoolError};
+use multiloop::Pool;
 
 #[cfg(feature = "redis")]
 mod redis_tests {
     use super::*;
     use ::redis::AsyncCommands;
+    use multiloop::PoolError;
+    use std::net::{IpAddr, Ipv4Addr};
 
     /// The client address redis sees for this connection.
     async fn client_addr(conn: &mut ::redis::aio::MultiplexedConnection) -> IpAddr {
@@ -296,6 +295,8 @@ async fn hyper_requests_go_through_the_dialer_from_a_spread_source() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     // A tiny HTTP/1.1 server that answers with the peer address it saw.
