@@ -337,7 +337,10 @@ async fn a_server_closing_every_tenth_request_costs_only_the_requests_in_flight(
     let pool = Pool::builder(addr).max_size(8).build().unwrap();
     let (ok, failed) = drive(&pool, 3_000, 16, Duration::ZERO).await;
     let closes = closes.load(Ordering::Relaxed);
-    println!("{ok} ok, {failed} failed, {closes} closes, {:?}", pool.stats().closed);
+    println!(
+        "{ok} ok, {failed} failed, {closes} closes, {:?}",
+        pool.stats().closed
+    );
     assert_eq!(ok + failed, 3_000);
     assert!(closes > 100, "the server closed {closes} connections");
     // Each close kills the one request it was answering, and nothing else.
@@ -360,7 +363,10 @@ async fn a_server_closing_idle_connections_at_random_is_replaced_transparently()
         total = (total.0 + ok, total.1 + failed);
     }
     let closes = closes.load(Ordering::Relaxed);
-    println!("{total:?} (ok, failed), {closes} closes, {:?}", pool.stats().closed);
+    println!(
+        "{total:?} (ok, failed), {closes} closes, {:?}",
+        pool.stats().closed
+    );
     assert!(closes > 0, "the server never closed an idle connection");
     // A close can only race a request that was sent as the server gave up on the connection.
     assert!(

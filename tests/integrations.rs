@@ -12,6 +12,7 @@ mod redis_tests {
     use ::redis::AsyncCommands;
     use multiloop::PoolError;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
 
     /// The client address redis sees for this connection.
     async fn client_addr(conn: &mut ::redis::aio::MultiplexedConnection) -> IpAddr {
@@ -188,6 +189,33 @@ mod redis_tests {
         assert_eq!(err.option(), "url");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn passwords_stay_out_of_tracing_events() {
+        let (logs, _guard) = support::logs::capture();
+        let Some(server) = support::redis(&["--requirepass", "the-real-one"]) else {
+            return;
+        };
+        let url = format!("redis://:pw-SECRET-123@{}", server.addr);
+        let builder = multiloop::redis::pool(&url).unwrap();
+        assert!(!format!("{builder:?}").contains("pw-SECRET-123"));
+        let pool = builder
+            .report_window(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        assert!(!format!("{pool:?}").contains("pw-SECRET-123"));
+        for _ in 0..5 {
+            let err = pool.get().await.expect_err("the password is wrong");
+            assert!(!err.to_string().contains("pw-SECRET-123"), "{err}");
+            assert!(!format!("{err:?}").contains("pw-SECRET-123"), "{err:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let events = logs.events();
+        assert!(!events.is_empty(), "the failures were reported");
+        for event in events {
+            assert!(!event.contains("pw-SECRET-123"), "{event}");
+        }
     }
 
     #[tokio::test]
