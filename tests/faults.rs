@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use multiloop::{Connector, DialErrorKind, Dialer, Pool, PoolError, SourceSet, Stream};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use support::Acceptor;
 
@@ -58,6 +58,9 @@ fn bound(wait: Duration, create: Duration, check: Duration) -> Duration {
     (wait + create + check) * 2
 }
 
+/// A get's start (since the test began), how long it took, and how it ended.
+type Outcome = (Duration, Duration, Result<(), String>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_load_then_restarted_on_the_same_port() {
     let Some(server) = support::memcached() else {
@@ -82,7 +85,7 @@ async fn server_killed_mid_load_then_restarted_on_the_same_port() {
         .num_alive_tasks();
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let log: Arc<std::sync::Mutex<Vec<(Duration, Duration, Result<(), String>)>>> = Arc::default();
+    let log: Arc<std::sync::Mutex<Vec<Outcome>>> = Arc::default();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let (pool, stop, log) = (pool.clone(), stop.clone(), log.clone());
