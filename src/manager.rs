@@ -198,6 +198,8 @@ pub(crate) enum CreateError<E> {
 /// State shared by the manager, the pool and its connections.
 pub(crate) struct Shared {
     pub(crate) counters: PoolCounters,
+    /// Applied by `recycle` itself, only to checks that do not finish at once.
+    pub(crate) check_timeout: Duration,
     pub(crate) health: Health,
     pub(crate) lifetimes: Lifetimes,
 }
@@ -260,10 +262,23 @@ impl<C: Connector> managed::Manager for Manager<C> {
         }
         // If the check is cancelled or times out, the connection counts as broken.
         slot.set_close_reason(CloseReason::Broken);
-        self.connector
-            .check(&mut slot.conn)
-            .await
-            .map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+        let result = {
+            let mut check = std::pin::pin!(self.connector.check(&mut slot.conn));
+            // Most checks (Raw's peek) finish on their first poll: only a check that has to wait
+            // gets a timer, so the common checkout registers none.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(check.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => {
+                    match tokio::time::timeout(self.shared.check_timeout, check).await {
+                        Ok(result) => result,
+                        Err(_) => return Err(RecycleError::message("check timed out")),
+                    }
+                }
+            }
+        };
+        result.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
         slot.set_close_reason(CloseReason::Other);
         Ok(())
     }

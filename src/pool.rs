@@ -1,7 +1,6 @@
 //! The bounded pool: a hard cap on open connections, a bounded wait queue, lifetimes, checks,
 //! and switches for responders.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -9,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 #[cfg(unix)]
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -342,6 +341,7 @@ impl<C: Connector> PoolBuilder<C> {
 
         let shared = Arc::new(Shared {
             counters: PoolCounters::default(),
+            check_timeout: self.check_timeout,
             health: Health::default(),
             lifetimes: Lifetimes {
                 max_lifetime: self.max_lifetime,
@@ -360,10 +360,11 @@ impl<C: Connector> PoolBuilder<C> {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| ConfigError::new("max_size", e.to_string()))?;
+        // The check timeout is applied by the manager (see `Manager::recycle`).
         let timeouts = Timeouts {
             wait: Some(self.wait_timeout),
             create: Some(self.create_timeout),
-            recycle: Some(self.check_timeout),
+            recycle: None,
         };
         Ok(Pool {
             inner: Arc::new(PoolInner {
@@ -390,11 +391,11 @@ impl<C: Connector> PoolBuilder<C> {
     }
 }
 
-/// Connections that are out, for the leak warning.
+/// Connections that are out, for the leak warning: a slab, so a checkout and its return are an
+/// uncontended lock and an index, no hashing.
 #[derive(Default)]
 pub(crate) struct Checkouts {
-    next: AtomicU64,
-    held: Mutex<HashMap<u64, Checkout>>,
+    held: Mutex<slab::Slab<Checkout>>,
 }
 
 pub(crate) struct Checkout {
@@ -404,27 +405,22 @@ pub(crate) struct Checkout {
 }
 
 impl Checkouts {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Checkout>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, slab::Slab<Checkout>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn insert(&self, caller: &'static Location<'static>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            id,
-            Checkout {
-                taken: Instant::now(),
-                caller,
-                warned: false,
-            },
-        );
-        id
+    fn insert(&self, caller: &'static Location<'static>, taken: Instant) -> usize {
+        self.lock().insert(Checkout {
+            taken,
+            caller,
+            warned: false,
+        })
     }
 
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+    fn remove(&self, key: usize) {
+        self.lock().try_remove(key);
     }
 }
 
@@ -642,9 +638,10 @@ impl<C: Connector> Pool<C> {
             counters.paused.fetch_add(1, Ordering::Relaxed);
             return Err(PoolError::Paused);
         }
-        counters.wait.record(started.elapsed());
+        let now = Instant::now();
+        counters.wait.record(now.duration_since(started));
         Ok(Conn {
-            checkout: inner.checkouts.insert(caller),
+            checkout: inner.checkouts.insert(caller, now),
             obj: Some(obj),
             pool: self.inner.clone(),
             limit: None,
@@ -903,7 +900,7 @@ impl Drop for WaitSlot<'_> {
 pub struct Conn<C: Connector> {
     obj: Option<Object<Manager<C>>>,
     pool: Arc<PoolInner<C>>,
-    checkout: u64,
+    checkout: usize,
     pub(crate) limit: Option<LimitPermit>,
 }
 

@@ -98,7 +98,7 @@ fn warn_leaks<C: Connector>(pool: &Pool<C>) {
     let mut leaks = Vec::new();
     {
         let mut held = pool.inner.checkouts.lock();
-        for c in held.values_mut() {
+        for (_, c) in held.iter_mut() {
             let age = now.duration_since(c.taken);
             if !c.warned && age >= threshold {
                 c.warned = true;
