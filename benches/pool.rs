@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 
 /// Accepts and holds connections open until the client closes them.
 async fn holding_acceptor() -> SocketAddr {
