@@ -177,11 +177,7 @@ async fn redis_sees_a_source_other_than_127_0_0_1() {
 async fn one_source_runs_out_after_its_port_range() {
     let acceptor = Acceptor::start("127.0.0.1").await;
     let source = fresh(61, 1);
-    let dialer = Dialer::builder()
-        .sources(SourceSet::from_addrs([source]).unwrap())
-        .local_port_range(RANGE)
-        .build()
-        .unwrap();
+    let dialer = support::one_source_dialer(source);
     let (done, err) = churn(&dialer, acceptor.addr, 500).await;
     let err = err.expect("50 ports cannot carry 500 churned dials");
     assert_eq!(err.kind(), DialErrorKind::PortsExhausted, "{err}");

@@ -624,11 +624,7 @@ async fn ports_exhausted_reports_carry_the_port_budget() {
     let (logs, _guard) = support::logs::capture();
     let acceptor = Acceptor::start("127.0.0.1").await;
     let source = support::fresh_source(70, 1);
-    let dialer = Dialer::builder()
-        .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
-        .local_port_range(40_000..=40_049)
-        .build()
-        .unwrap();
+    let dialer = support::one_source_dialer(source);
     let mut failures = 0;
     for _ in 0..200 {
         if dialer.connect(acceptor.addr).await.is_err() {
@@ -770,11 +766,7 @@ async fn port_utilization_warns_before_the_tipping_point() {
     let (logs, _guard) = support::logs::capture();
     let acceptor = Acceptor::start("127.0.0.1").await;
     let source = support::fresh_source(71, 1);
-    let dialer = Dialer::builder()
-        .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
-        .local_port_range(40_000..=40_049)
-        .build()
-        .unwrap();
+    let dialer = support::one_source_dialer(source);
     let pool = Pool::builder(acceptor.addr)
         .dialer(dialer)
         .max_size(45)

@@ -102,6 +102,16 @@ pub fn fresh_source(tag: u8, host: u8) -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, tag, run, host))
 }
 
+/// A dialer from `source` alone, with 50 ports per socket (40000-40049): it runs out of ports
+/// after about 50 churned dials.
+pub fn one_source_dialer(source: std::net::IpAddr) -> multiloop::Dialer {
+    multiloop::Dialer::builder()
+        .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
+        .local_port_range(40_000..=40_049)
+        .build()
+        .unwrap()
+}
+
 /// A free port on 127.0.0.1, as the kernel hands it out. The server may lose a race for it;
 /// [`spawn`] retries with another.
 pub fn free_port() -> u16 {
@@ -122,6 +132,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Starts a server binary in `dir` with its output discarded.
+fn start_child(binary: &Path, args: Vec<String>, dir: &Path) -> Child {
+    Command::new(binary)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
+}
+
 fn spawn(
     name: &'static str,
     binary: &Path,
@@ -135,14 +157,7 @@ fn spawn(
             std::env::temp_dir().join(format!("multiloop-{name}-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create server temp dir");
         let dir = TempDir(dir);
-        let mut child = Command::new(binary)
-            .args(args(port, &dir.0))
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut child = start_child(binary, args(port, &dir.0), &dir.0);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -261,14 +276,7 @@ fn spawn_unix(
     std::fs::create_dir_all(&dir).expect("create server temp dir");
     let dir = TempDir(dir);
     let path = dir.0.join(format!("{name}.sock"));
-    let mut child = Command::new(binary)
-        .args(args(&path))
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    let mut child = start_child(binary, args(&path), &dir.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&path).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
