@@ -110,9 +110,9 @@ fn checkout(c: &mut Criterion) {
         let (multi, dead, bb) = rt.block_on(pools(addr, conns));
         let mut group = c.benchmark_group(format!("checkout/{conns}_conns"));
         group
-            .sample_size(10)
+            .sample_size(20)
             .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
+            .measurement_time(Duration::from_secs(3));
         for tasks in [1u64, 8, 64, 256] {
             let p = multi.clone();
             group.bench_function(BenchmarkId::new("multiloop", tasks), |b| {
