@@ -211,35 +211,11 @@ impl PortSnapshot {
         socket_range: Option<RangeInclusive<u16>>,
         entries: impl IntoIterator<Item = TcpEntry>,
     ) -> PortSnapshot {
-        let target = SocketAddr::new(target.ip().to_canonical(), target.port());
-        let mut by_source: std::collections::HashMap<IpAddr, SourceUsage> = Default::default();
-        // The kernel prints its tables a page at a time and resumes by position, so under churn
-        // one socket can appear twice. A (local, remote) pair is one socket: count it once.
-        let mut seen = std::collections::HashSet::new();
+        let mut tally = Tally::new(target);
         for e in entries {
-            if e.remote != target || e.state == TcpState::Listen || !seen.insert(e.local) {
-                continue;
-            }
-            let usage = by_source
-                .entry(e.local.ip())
-                .or_insert_with(|| SourceUsage {
-                    source: Some(e.local.ip()),
-                    ..SourceUsage::default()
-                });
-            match e.state {
-                TcpState::Established => usage.established += 1,
-                TcpState::TimeWait => usage.time_wait += 1,
-                _ => usage.other += 1,
-            }
+            tally.add(e);
         }
-        let mut sources: Vec<SourceUsage> = by_source.into_values().collect();
-        sources.sort_by(|a, b| b.total().cmp(&a.total()).then(a.source.cmp(&b.source)));
-        PortSnapshot {
-            target,
-            system_range,
-            socket_range,
-            sources,
-        }
+        tally.finish(system_range, socket_range)
     }
 
     /// The ephemeral ports one source address has towards the target.
@@ -348,6 +324,60 @@ impl fmt::Display for PortSnapshot {
     }
 }
 
+/// Sockets to one target by source address, counted as rows go by: memory grows with the
+/// target's sockets, not with the host's.
+struct Tally {
+    target: SocketAddr,
+    by_source: std::collections::HashMap<IpAddr, SourceUsage>,
+    /// The kernel prints its tables a page at a time and resumes by position, so under churn
+    /// one socket can appear twice. A local address is one socket towards the target: count it
+    /// once.
+    seen: std::collections::HashSet<SocketAddr>,
+}
+
+impl Tally {
+    fn new(target: SocketAddr) -> Tally {
+        Tally {
+            target: SocketAddr::new(target.ip().to_canonical(), target.port()),
+            by_source: Default::default(),
+            seen: Default::default(),
+        }
+    }
+
+    fn add(&mut self, e: TcpEntry) {
+        if e.remote != self.target || e.state == TcpState::Listen || !self.seen.insert(e.local) {
+            return;
+        }
+        let usage = self
+            .by_source
+            .entry(e.local.ip())
+            .or_insert_with(|| SourceUsage {
+                source: Some(e.local.ip()),
+                ..SourceUsage::default()
+            });
+        match e.state {
+            TcpState::Established => usage.established += 1,
+            TcpState::TimeWait => usage.time_wait += 1,
+            _ => usage.other += 1,
+        }
+    }
+
+    fn finish(
+        self,
+        system_range: RangeInclusive<u16>,
+        socket_range: Option<RangeInclusive<u16>>,
+    ) -> PortSnapshot {
+        let mut sources: Vec<SourceUsage> = self.by_source.into_values().collect();
+        sources.sort_by(|a, b| b.total().cmp(&a.total()).then(a.source.cmp(&b.source)));
+        PortSnapshot {
+            target: self.target,
+            system_range,
+            socket_range,
+            sources,
+        }
+    }
+}
+
 /// Reads the kernel's socket tables and returns the port budget towards `target`.
 /// `socket_range` is the dialer's per-socket range, if it sets one
 /// ([`Dialer::local_port_range`](crate::Dialer::local_port_range)).
@@ -362,22 +392,32 @@ pub fn snapshot(
     target: SocketAddr,
     socket_range: Option<RangeInclusive<u16>>,
 ) -> io::Result<PortSnapshot> {
+    use std::io::BufRead;
+
     let system = local_port_range()?;
-    let mut entries = Vec::new();
+    let mut tally = Tally::new(target);
+    // Line by line: with a hundred thousand sockets in TIME_WAIT on the host, the tables are
+    // tens of megabytes, and only the rows towards the target are kept.
+    let mut line = String::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        match std::fs::read_to_string(table) {
-            Ok(text) => entries.extend(parse_proc_net_tcp(&text)),
+        let file = match std::fs::File::open(table) {
+            Ok(f) => f,
             // A host without IPv6 has no tcp6 table.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && table.ends_with('6') => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && table.ends_with('6') => continue,
             Err(e) => return Err(e),
+        };
+        let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            if let Some(entry) = parse_line(&line) {
+                tally.add(entry);
+            }
         }
     }
-    Ok(PortSnapshot::from_entries(
-        target,
-        system,
-        socket_range,
-        entries,
-    ))
+    Ok(tally.finish(system, socket_range))
 }
 
 /// `28232` as `28,232`.

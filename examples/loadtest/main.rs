@@ -43,7 +43,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use metrics::{ModeSummary, Recorder, Sampler};
-use modes::{Mode, Settings};
+use modes::{Keys, Mode, Settings};
 #[allow(unused_imports)]
 use serde as _;
 use server::Target;
@@ -180,9 +180,9 @@ async fn run_mode(
     mode: Mode,
     target: SocketAddr,
     settings: &Settings,
-    keys: Arc<Vec<String>>,
+    keys: Keys,
 ) -> Result<ModeSummary, String> {
-    modes::populate(target, &keys).await?;
+    modes::populate(target, keys).await?;
     let bar = ProgressBar::new(settings.duration.as_millis() as u64).with_style(
         ProgressStyle::with_template("{prefix:>7} [{bar:30}] {elapsed:>4} {msg}")
             .map_err(|e| e.to_string())?
@@ -326,8 +326,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         key_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
     };
-    let keys: Arc<Vec<String>> =
-        Arc::new((0..settings.batch).map(|i| format!("key:{i}")).collect());
+    let keys = Keys(settings.batch);
     if !args.child {
         print_settings(&settings);
     }

@@ -15,6 +15,21 @@ use tokio::task::JoinSet;
 
 use crate::metrics::{ErrKind, Recorder};
 
+/// A batch's keys, made one at a time from their index: the batch costs no memory of its own,
+/// so what a mode holds does not grow with `--batch`.
+#[derive(Clone, Copy)]
+pub struct Keys(pub usize);
+
+impl Keys {
+    pub fn len(self) -> usize {
+        self.0
+    }
+
+    pub fn get(self, i: usize) -> String {
+        format!("key:{i}")
+    }
+}
+
 /// A failed key: its kind and the error's text.
 type Failure = (ErrKind, String);
 
@@ -149,12 +164,7 @@ impl Client {
     }
 
     /// One batch request: every key, as this client does it. Returns whether all succeeded.
-    async fn request(
-        &self,
-        keys: Arc<Vec<String>>,
-        recorder: &Recorder,
-        timeout: Duration,
-    ) -> bool {
+    async fn request(&self, keys: Keys, recorder: &Recorder, timeout: Duration) -> bool {
         let mut all_ok = true;
         let mut record = |result: Result<(), Failure>| match result {
             Ok(()) => recorder.key_ok(),
@@ -170,9 +180,8 @@ impl Client {
                 let mut tasks = JoinSet::new();
                 for i in 0..keys.len() {
                     let client = client.clone();
-                    let keys = keys.clone();
                     tasks.spawn(async move {
-                        tokio::time::timeout(timeout, client.get(&keys[i]))
+                        tokio::time::timeout(timeout, client.get(&keys.get(i)))
                             .await
                             .unwrap_or_else(|_| {
                                 Err((ErrKind::Timeout, "key timed out".to_string()))
@@ -184,19 +193,16 @@ impl Client {
                 }
             }
             Client::Pooled(pool) => {
-                let mut results = pool.fan_out(0..keys.len(), move |mut conn, i| {
-                    let keys = keys.clone();
-                    async move {
-                        match tokio::time::timeout(timeout, get_key(&mut conn, &keys[i])).await {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => {
-                                conn.discard();
-                                Err((ErrKind::of_io(&e), e.to_string()))
-                            }
-                            Err(_) => {
-                                conn.discard();
-                                Err((ErrKind::Timeout, "key timed out".to_string()))
-                            }
+                let mut results = pool.fan_out(0..keys.len(), move |mut conn, i| async move {
+                    match tokio::time::timeout(timeout, get_key(&mut conn, &keys.get(i))).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => {
+                            conn.discard();
+                            Err((ErrKind::of_io(&e), e.to_string()))
+                        }
+                        Err(_) => {
+                            conn.discard();
+                            Err((ErrKind::Timeout, "key timed out".to_string()))
                         }
                     }
                 });
@@ -214,12 +220,13 @@ impl Client {
 }
 
 /// Stores every key once, through a pool, so that the modes' gets hit.
-pub async fn populate(target: SocketAddr, keys: &[String]) -> Result<(), String> {
+pub async fn populate(target: SocketAddr, keys: Keys) -> Result<(), String> {
     let pool = Pool::builder(target)
         .max_size(16)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut stored = pool.fan_out(keys.to_vec(), |mut conn, key| async move {
+    let mut stored = pool.fan_out(0..keys.len(), move |mut conn, i| async move {
+        let key = keys.get(i);
         let value = format!("value-of-{key}");
         conn.write_all(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes())
             .await?;
@@ -244,7 +251,7 @@ pub async fn run(
     mode: Mode,
     target: SocketAddr,
     s: &Settings,
-    keys: Arc<Vec<String>>,
+    keys: Keys,
     recorder: Arc<Recorder>,
     bar: &ProgressBar,
 ) -> Result<(), String> {
@@ -275,7 +282,7 @@ pub async fn run(
         if Instant::now() >= end {
             break;
         }
-        let (client, keys, recorder) = (client.clone(), keys.clone(), recorder.clone());
+        let (client, recorder) = (client.clone(), recorder.clone());
         let timeout = s.key_timeout;
         requests.spawn(async move {
             let t0 = Instant::now();

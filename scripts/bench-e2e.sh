@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# End to end: GET throughput and p99 through a multiloop pool with redis-rs, beside
+# redis-benchmark at the same concurrency, against one redis-server, in the same run.
+#
+#   scripts/bench-e2e.sh            # 200,000 GETs at concurrency 8 and 50
+#   REQUESTS=500000 scripts/bench-e2e.sh
+#
+# Needs redis-server and redis-benchmark (Debian: apt-get install redis-server redis-tools).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${REQUESTS:-200000}
+port=$((20000 + RANDOM % 20000))
+
+cargo build -q --release --features redis --example bench_redis
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
+  --daemonize no > /dev/null &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && break; sleep 0.05; done
+
+printf '%-12s %-18s %12s %10s %10s\n' concurrency client GET/s p50_ms p99_ms
+for c in 8 50; do
+  # redis-benchmark's SET test writes the key its GET test reads.
+  line=$(redis-benchmark -p "$port" -t set,get -c "$c" -n "$requests" --csv | grep '^"GET"')
+  rb_rps=$(echo "$line" | cut -d, -f2 | tr -d '"')
+  rb_p50=$(echo "$line" | cut -d, -f5 | tr -d '"')
+  rb_p99=$(echo "$line" | cut -d, -f7 | tr -d '"')
+  ours=$(./target/release/examples/bench_redis "redis://127.0.0.1:$port" "$c" "$requests")
+  ml_rps=$(echo "$ours" | sed 's/.*rps=\([0-9.]*\).*/\1/')
+  ml_p50=$(echo "$ours" | sed 's/.*p50_ms=\([0-9.]*\).*/\1/')
+  ml_p99=$(echo "$ours" | sed 's/.*p99_ms=\([0-9.]*\).*/\1/')
+  printf '%-12s %-18s %12.0f %10s %10s\n' "$c" redis-benchmark "$rb_rps" "$rb_p50" "$rb_p99"
+  printf '%-12s %-18s %12.0f %10s %10s\n' "$c" multiloop+redis-rs "$ml_rps" "$ml_p50" "$ml_p99"
+  awk -v a="$ml_rps" -v b="$rb_rps" -v c="$c" 'BEGIN { printf "%-12s ratio %.2fx of redis-benchmark\n", c, a / b }'
+done
