@@ -641,7 +641,10 @@ impl<C: Connector> Pool<C> {
         let now = Instant::now();
         counters.wait.record(now.duration_since(started));
         Ok(Conn {
-            checkout: inner.checkouts.insert(caller, now),
+            // No leak warning, no registry: the checkout skips its lock.
+            checkout: inner
+                .leak_threshold
+                .map(|_| inner.checkouts.insert(caller, now)),
             obj: Some(obj),
             pool: self.inner.clone(),
             limit: None,
@@ -900,7 +903,7 @@ impl Drop for WaitSlot<'_> {
 pub struct Conn<C: Connector> {
     obj: Option<Object<Manager<C>>>,
     pool: Arc<PoolInner<C>>,
-    checkout: usize,
+    checkout: Option<usize>,
     pub(crate) limit: Option<LimitPermit>,
 }
 
@@ -938,7 +941,9 @@ impl<C: Connector> DerefMut for Conn<C> {
 
 impl<C: Connector> Drop for Conn<C> {
     fn drop(&mut self) {
-        self.pool.checkouts.remove(self.checkout);
+        if let Some(key) = self.checkout {
+            self.pool.checkouts.remove(key);
+        }
         if let Some(mut obj) = self.obj.take() {
             let slot: &mut Slot<C::Conn> = &mut obj;
             slot.idle_since = Instant::now();
