@@ -7,6 +7,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// What kind of failure a [`DialError`] is. Callers match on this, not on OS error numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -235,11 +236,9 @@ impl fmt::Display for DialError {
     }
 }
 
-impl StdError for DialError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.error)
-    }
-}
+/// The OS error is part of `Display` (it says what happened), so `source()` is `None`: a chain
+/// printer shows it once. [`DialError::io_error`] gives it to code.
+impl StdError for DialError {}
 
 impl From<DialError> for io::Error {
     fn from(err: DialError) -> io::Error {
@@ -297,10 +296,56 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl StdError for ConfigError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|e| e as &(dyn StdError + 'static))
+/// The underlying I/O error, if any, is part of `Display`, so `source()` is `None`: a chain
+/// printer shows it once.
+impl StdError for ConfigError {}
+
+/// The longest duration any option takes: 24 hours. Longer timeouts hide overload rather than
+/// bound it, and lifetimes past a day are what `None` is for.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Checks a duration option: greater than zero unless `zero_ok`, at most [`MAX_DURATION`].
+pub(crate) fn check_duration(
+    option: &'static str,
+    d: Duration,
+    zero_ok: bool,
+) -> Result<(), ConfigError> {
+    if d.is_zero() && !zero_ok {
+        return Err(ConfigError::new(
+            option,
+            "must be greater than zero (and at most 24 h)",
+        ));
     }
+    if d > MAX_DURATION {
+        return Err(ConfigError::new(
+            option,
+            format!("{d:?} is above the bound of 24 h"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a count option against its bounds, inclusive.
+pub(crate) fn check_count(
+    option: &'static str,
+    n: usize,
+    min: usize,
+    max: usize,
+    why_min: &str,
+) -> Result<(), ConfigError> {
+    if n < min {
+        return Err(ConfigError::new(
+            option,
+            format!("{n} is too small: it must be at least {min}{why_min}"),
+        ));
+    }
+    if n > max {
+        return Err(ConfigError::new(
+            option,
+            format!("{n} is above the bound of {max}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Which of a pool's timeouts fired.
@@ -396,11 +441,13 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
     }
 }
 
+/// `Dial` and `Backend` show their inner error in `Display`, so `source()` continues the chain
+/// from the inner error's own source: each cause is printed once.
 impl<E: StdError + 'static> StdError for PoolError<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            PoolError::Dial(e) => Some(e),
-            PoolError::Backend(e) => Some(e),
+            PoolError::Dial(e) => e.source(),
+            PoolError::Backend(e) => e.source(),
             _ => None,
         }
     }

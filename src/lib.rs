@@ -30,20 +30,21 @@
 //!
 //! # Layers
 //!
-//! - [`Pool::fan_out`] and [bulkheads](Pool::bulkhead) (`limit.rs`): every call site has a
-//!   concurrency limit.
-//! - [`Pool`] (`pool.rs`, on `deadpool::managed`): a hard cap on connections, a bounded wait
-//!   queue, lifetimes, checks, runtime switches; [`Connector`] and [`Raw`] (`connector.rs`)
-//!   say what a pooled connection is; `manager.rs` dials, checks and fails fast while the
-//!   target is down; `reaper.rs` is the pool's one background task.
-//! - [`SourceSet`] and [`Strategy`] (`source.rs`): which 127.x.y.z to bind.
-//! - [`Dialer`] (`dial.rs`): picks a source, sets `IP_BIND_ADDRESS_NO_PORT` so the kernel picks
-//!   the port by the full 4-tuple, connects under a timeout, and on exhaustion quarantines the
-//!   source and retries on another.
+//! A folder per layer; imports go down the list, or across into telemetry, never up.
+//!
+//! - `pool/` ([`Pool`], on `deadpool::managed`): a hard cap on sockets, one admission path with
+//!   one deadline, dials that outlive a caller who gives up, lifetimes, checks, runtime
+//!   switches, and limits on every call site ([`Pool::fan_out`], [bulkheads](Pool::bulkhead)).
+//! - `connector/` ([`Connector`], [`Raw`], and the `memcached` and `redis` connectors): what a
+//!   pooled connection is, how it is checked, and how one given back mid-request is made clean.
+//! - `dial/` ([`Dialer`], [`SourceSet`], [`Stream`], [`Target`]): picks a source, sets
+//!   `IP_BIND_ADDRESS_NO_PORT` so the kernel picks the port by the full 4-tuple, connects under
+//!   a timeout that covers name lookup, and on exhaustion quarantines the source and retries on
+//!   another. Every dial of the crate goes through it, TCP or unix.
+//! - `telemetry/` ([`DialStats`], [`PoolStats`], [`ports`]): counters, the rate-limited
+//!   reporter, and the port budget towards a target.
 //! - [`DialError`], [`PoolError`] and [`ConfigError`] (`error.rs`): kinds to match on, messages
 //!   that say what to change.
-//! - [`DialStats`], [`PoolStats`] (`telemetry.rs`) and [`ports`]: what happened, rate-limited
-//!   error reports, and the port budget towards a target.
 //!
 //! # The pool
 //!
@@ -71,7 +72,8 @@
 //! 127.0.0.1 with one warning (see [`Fallback`]). IPv6 has a single loopback address, so `[::1]`
 //! targets dial from `::1`.
 //!
-//! The dialer runs no background task. A pool runs one, its reaper, which ends with the pool.
+//! The dialer runs no background task. A pool runs its reaper, which ends with the pool, and
+//! short bounded tasks: one per dial in progress and one per connection being recovered.
 //!
 //! # Features
 //!
@@ -90,38 +92,32 @@
 mod connector;
 mod dial;
 mod error;
-mod limit;
-mod manager;
-#[cfg(feature = "memcached")]
-#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
-pub mod memcached;
 mod pool;
-pub mod ports;
-mod quarantine;
-mod reaper;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-pub mod service;
-mod sockopt;
-mod source;
 mod telemetry;
 
-pub use connector::{Connector, Raw, Stream};
+#[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
+pub use connector::memcached;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use connector::redis;
+pub use connector::{Connector, Raw};
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use dial::service;
 pub use dial::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, Dialer, DialerBuilder,
-    Fallback,
+    Fallback, IntoTarget, MAX_ATTEMPTS, SourceSet, Strategy, Stream, Target,
 };
-pub use error::{ConfigError, DialError, DialErrorKind, PoolError, TimeoutKind};
-pub use limit::{Bulkhead, BulkheadStats, LimitPermit, MAX_BULKHEADS, OVERFLOW_BULKHEAD};
+pub use error::{ConfigError, DialError, DialErrorKind, MAX_DURATION, PoolError, TimeoutKind};
 pub use pool::{
-    Conn, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_WAITERS,
-    DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, Pool, PoolBuilder, Status, Target,
+    Bulkhead, BulkheadStats, Conn, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_CONCURRENT_DIALS,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_WAITERS, DEFAULT_PORT_WARNING,
+    DEFAULT_WAIT_TIMEOUT, LimitPermit, MAX_BULKHEADS, MAX_LIMIT, MAX_POOL_SIZE, MAX_WAITERS,
+    OVERFLOW_BULKHEAD, Pool, PoolBuilder, PoolConfig, Status,
 };
-pub use source::{SourceSet, Strategy};
+pub use telemetry::ports;
 pub use telemetry::{
     ClosedCounts, DEFAULT_REPORT_WINDOW, DISTINCT_SOURCES_CAP, DialStats, FailureCounts, PoolStats,
     WaitPercentiles,

@@ -3,17 +3,20 @@
 //!
 //! It holds a weak handle to the pool and ends when the pool is dropped or closed.
 
-use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::inner::{PoolEvent, PoolInner};
+use super::warm;
 use crate::connector::Connector;
-use crate::pool::{Pool, PoolInner, report};
-use crate::telemetry::CloseReason;
+use crate::telemetry::ports;
+use crate::telemetry::report::ReportKind;
 
 /// How often the reaper wakes: a quarter of the shortest lifetime it enforces, within
 /// 50 ms to 1 s.
 fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
-    let lifetimes = inner.shared.lifetimes;
+    let lifetimes = inner.supply.lifetimes;
     [
         lifetimes.idle_timeout,
         lifetimes.max_lifetime,
@@ -29,10 +32,22 @@ fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
 /// How often port utilization is read from `/proc`.
 const PORT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-pub(crate) fn spawn<C: Connector>(weak: Weak<PoolInner<C>>) {
+/// Starts the reaper once, on the first `get` or warm-up. Without a runtime it does not start,
+/// and the next call tries again.
+pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
+    if pool.reaper_started.load(Ordering::Relaxed)
+        || pool.reaper_started.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        pool.reaper_started.store(false, Ordering::Relaxed);
         return;
     };
+    spawn(runtime, Arc::downgrade(pool));
+}
+
+fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>) {
     runtime.spawn(async move {
         let mut next_port_check = Instant::now();
         loop {
@@ -47,57 +62,57 @@ pub(crate) fn spawn<C: Connector>(weak: Weak<PoolInner<C>>) {
             if inner.pool.is_closed() {
                 return;
             }
-            let pool = Pool { inner };
-            reap(&pool);
-            warn_leaks(&pool);
-            flush_reports(&pool);
-            if pool.inner.port_warning.is_some() && Instant::now() >= next_port_check {
+            let pool = &*inner;
+            reap(pool);
+            warn_leaks(pool);
+            flush_reports(pool);
+            if pool.port_warning.is_some() && Instant::now() >= next_port_check {
                 next_port_check = Instant::now() + PORT_CHECK_INTERVAL;
-                check_ports(&pool).await;
+                check_ports(pool).await;
             }
-            if pool.status().size < pool.inner.min_idle && !pool.target_down() {
-                let _ = pool.warm_up().await;
+            if pool.pool.status().size < pool.min_idle && !pool.supply.health.is_down() {
+                let _ = warm::fill(pool).await;
             }
         }
     });
 }
 
 /// Closes idle connections past the idle timeout (down to `min_idle`) and any past their
-/// lifetime.
-fn reap<C: Connector>(pool: &Pool<C>) {
-    let inner = &*pool.inner;
-    let lifetimes = inner.shared.lifetimes;
+/// lifetime, in the pool and in the supply's stash. Connections are reused most recent first,
+/// so under light load the spare ones stay idle and close here.
+fn reap<C: Connector>(pool: &PoolInner<C>) {
+    let lifetimes = pool.supply.lifetimes;
     let now = Instant::now();
-    let mut above_min = inner.pool.status().size.saturating_sub(inner.min_idle);
-    let removed = inner.pool.retain(|slot, _| {
-        if slot.expired(now) {
-            slot.set_close_reason(CloseReason::Lifetime);
-            return false;
+    let size = pool.pool.status().size + pool.supply.stashed();
+    let mut above_min = size.saturating_sub(pool.min_idle);
+    let mut close = |slot: &super::slot::Slot<C::Conn>| match slot.stale(&lifetimes, now) {
+        Some(reason @ crate::telemetry::counters::CloseReason::Lifetime) => {
+            slot.set_close_reason(reason);
+            above_min = above_min.saturating_sub(1);
+            true
         }
-        if above_min > 0
-            && lifetimes
-                .idle_timeout
-                .is_some_and(|t| now.duration_since(slot.idle_since) >= t)
-        {
+        Some(reason) if above_min > 0 => {
+            slot.set_close_reason(reason);
             above_min -= 1;
-            slot.set_close_reason(CloseReason::Idle);
-            return false;
+            true
         }
-        true
-    });
+        _ => false,
+    };
+    pool.supply.retain_stash(&mut close);
+    let removed = pool.pool.retain(|slot, _| !close(slot));
     // The connections close here, outside deadpool's lock.
     drop(removed);
 }
 
 /// One warning per connection held past the leak threshold, naming where it was taken.
-fn warn_leaks<C: Connector>(pool: &Pool<C>) {
-    let Some(threshold) = pool.inner.leak_threshold else {
+fn warn_leaks<C: Connector>(pool: &PoolInner<C>) {
+    let Some(threshold) = pool.leak_threshold else {
         return;
     };
     let now = Instant::now();
     let mut leaks = Vec::new();
     {
-        let mut held = pool.inner.checkouts.lock();
+        let mut held = pool.checkouts.lock();
         for (_, c) in held.iter_mut() {
             let age = now.duration_since(c.taken);
             if !c.warned && age >= threshold {
@@ -109,7 +124,7 @@ fn warn_leaks<C: Connector>(pool: &Pool<C>) {
     // Logged after the lock is released.
     for (caller, age) in leaks.into_iter().take(16) {
         tracing::warn!(
-            target = %pool.inner.target,
+            target = %pool.target(),
             taken_at = %caller,
             held = ?age,
             threshold = ?threshold,
@@ -119,31 +134,27 @@ fn warn_leaks<C: Connector>(pool: &Pool<C>) {
     }
 }
 
-fn flush_reports<C: Connector>(pool: &Pool<C>) {
-    let target = &pool.inner.target;
-    pool.inner.reporter.flush(|kind, count, window| {
-        let what = match kind {
-            report::WAIT_TIMEOUT => "wait timeouts",
-            report::SATURATED => "saturated gets",
-            report::CREATE_FAILED => "connection setup failures",
-            _ => "port utilization warnings",
-        };
+/// Summaries of the windows that ended: how many, and why.
+fn flush_reports<C: Connector>(pool: &PoolInner<C>) {
+    let target = pool.target();
+    pool.reporter.flush(|event, count, window| {
+        let what = event.describe();
         tracing::warn!(%target, count, window = ?window, "multiloop pool: {count} more {what} in the last window");
     });
-    pool.inner.dialer.flush_reports();
+    pool.supply.dialer.flush_reports();
 }
 
 /// Reads the port budget towards the target and warns above the threshold.
-async fn check_ports<C: Connector>(pool: &Pool<C>) {
-    let Some(threshold) = pool.inner.port_warning else {
+async fn check_ports<C: Connector>(pool: &PoolInner<C>) {
+    let Some(threshold) = pool.port_warning else {
         return;
     };
-    // A unix socket uses no ports.
-    let Some(target) = pool.inner.target.tcp() else {
+    // A unix socket uses no ports; a host name is counted once it is an address.
+    let Some(target) = pool.target().tcp() else {
         return;
     };
-    let range = pool.inner.dialer.local_port_range();
-    let snap = tokio::task::spawn_blocking(move || crate::ports::snapshot(target, range)).await;
+    let range = pool.supply.dialer.local_port_range();
+    let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, range)).await;
     let Ok(Ok(snap)) = snap else {
         return;
     };
@@ -151,7 +162,7 @@ async fn check_ports<C: Connector>(pool: &Pool<C>) {
     if utilization < threshold {
         return;
     }
-    pool.inner.reporter.report(report::PORTS, |suppressed| {
+    pool.reporter.report(PoolEvent::Ports, |suppressed| {
         tracing::warn!(
             %target,
             utilization,

@@ -1,0 +1,260 @@
+//! One dial to one target address: pick a source, open and bind a socket with the options
+//! set, connect, and retry on another source when one is out of ports.
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::dialer::Dialer;
+use super::quarantine;
+use super::sockopt;
+use super::source::{Blocks, Class, Strategy};
+use crate::error::{DialError, DialErrorKind};
+
+/// Where a dial may take its source from.
+pub(super) enum Candidates<'a> {
+    Set(&'a Blocks),
+    /// IPv6 has one loopback address: `::1` targets dial from `::1`.
+    Only(IpAddr),
+}
+
+impl Candidates<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Candidates::Set(blocks) => blocks.len(),
+            Candidates::Only(_) => 1,
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<IpAddr> {
+        match self {
+            Candidates::Set(blocks) => blocks.get(index),
+            Candidates::Only(ip) => (index == 0).then_some(*ip),
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            Candidates::Set(blocks) => blocks.contains_ip(ip),
+            Candidates::Only(only) => *only == ip,
+        }
+    }
+}
+
+impl Dialer {
+    /// Dials one target address before `deadline`, from `pinned` if given, otherwise from a
+    /// candidate source, retrying on another source when one is out of ports.
+    pub(super) async fn connect_addr(
+        &self,
+        target: SocketAddr,
+        pinned: Option<IpAddr>,
+        deadline: Instant,
+    ) -> Result<TcpStream, DialError> {
+        let inner = &*self.inner;
+        let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+        let candidates = match pinned {
+            Some(ip) => Candidates::Only(ip),
+            None => self.candidates(target)?,
+        };
+        let mut tried: Vec<IpAddr> = Vec::new();
+        let mut last_exhausted: Option<io::Error> = None;
+        while tried.len() < inner.max_attempts as usize {
+            let Some(source) = self.pick(&candidates, &tried) else {
+                break;
+            };
+            if !tried.is_empty() {
+                inner.counters.record_retry();
+            }
+            tried.push(source);
+            let attempt = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                self.attempt(source, target),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(stream)) => {
+                    inner.counters.record_ok(source);
+                    return Ok(stream);
+                }
+                Ok(Err((DialErrorKind::PortsExhausted, err))) => {
+                    inner.quarantine.insert(source, Instant::now());
+                    tracing::debug!(%source, %target, error = %err, "source out of ports; quarantined");
+                    last_exhausted = Some(err);
+                }
+                Ok(Err((kind, err))) => {
+                    let attempts = tried.len() as u32;
+                    return Err(DialError::new(kind, Some(target), tried, attempts, err));
+                }
+                Err(_elapsed) => {
+                    let attempts = tried.len() as u32;
+                    let err = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no connection within {:?}", inner.connect_timeout),
+                    );
+                    return Err(DialError::new(
+                        DialErrorKind::Timeout,
+                        Some(target),
+                        tried,
+                        attempts,
+                        err,
+                    ));
+                }
+            }
+        }
+        let attempts = tried.len() as u32;
+        if let Some(err) = last_exhausted {
+            return Err(DialError::new(
+                DialErrorKind::PortsExhausted,
+                Some(target),
+                tried,
+                attempts,
+                err,
+            ));
+        }
+        // Nothing left to try: every candidate is quarantined. Fail at once, naming them.
+        let now = Instant::now();
+        let held: Vec<IpAddr> = inner
+            .quarantine
+            .sample(quarantine::CAPACITY, now)
+            .into_iter()
+            .filter(|ip| candidates.contains(*ip))
+            .take(16)
+            .collect();
+        let err = io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!(
+                "all {} candidate source addresses are quarantined after running out of ports",
+                candidates.len()
+            ),
+        );
+        Err(DialError::new(
+            DialErrorKind::PortsExhausted,
+            Some(target),
+            held,
+            0,
+            err,
+        ))
+    }
+
+    /// The sources that can reach `target`: members of its family and scope.
+    pub(super) fn candidates(&self, target: SocketAddr) -> Result<Candidates<'_>, DialError> {
+        let class = Class::of(target.ip());
+        let blocks = self.inner.sources.class(class);
+        if blocks.len() > 0 {
+            return Ok(Candidates::Set(blocks));
+        }
+        if class == Class::V6Loopback {
+            return Ok(Candidates::Only(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        }
+        let sources = &self.inner.sources;
+        let why = if class.is_loopback() {
+            format!(
+                "target {target} is IPv4 loopback but the sources ({sources}) hold no IPv4 \
+                 loopback address; add 127.0.0.0/8 to the sources"
+            )
+        } else if sources.is_loopback_only() {
+            format!(
+                "target {target} is not a loopback address and the sources ({sources}) are \
+                 loopback only; loopback sources cannot reach it, and multiloop sends nothing \
+                 off the host unless the sources are built with \
+                 SourceSet::parse_allowing_non_loopback"
+            )
+        } else {
+            let family = if class.is_v4() { "IPv4" } else { "IPv6" };
+            format!(
+                "target {target} is {family} but the sources ({sources}) hold no {family} \
+                 non-loopback address"
+            )
+        };
+        Err(DialError::new(
+            DialErrorKind::Mismatch,
+            Some(target),
+            Vec::new(),
+            0,
+            io::Error::new(io::ErrorKind::InvalidInput, why),
+        ))
+    }
+
+    /// Picks a source that is neither quarantined nor already tried in this call.
+    ///
+    /// The scan starts where the strategy says and walks consecutive members. It looks at no
+    /// more than the quarantine can hold plus the tried ones plus one, so it finds a free member
+    /// if there is one, and usually returns the first.
+    fn pick(&self, candidates: &Candidates<'_>, tried: &[IpAddr]) -> Option<IpAddr> {
+        let inner = &*self.inner;
+        let len = candidates.len();
+        if len == 0 {
+            return None;
+        }
+        let start = match inner.strategy {
+            Strategy::RoundRobin => inner.next.fetch_add(1, Ordering::Relaxed) % len,
+            Strategy::Random => rand::random_range(0..len),
+        };
+        let limit = len.min((quarantine::CAPACITY + tried.len() + 1) as u64);
+        let now = Instant::now();
+        (0..limit)
+            .filter_map(|i| candidates.get((start + i) % len))
+            .find(|&ip| !tried.contains(&ip) && !inner.quarantine.contains(ip, now))
+    }
+
+    /// One socket: open, bind, connect. Errors carry their classified kind.
+    async fn attempt(
+        &self,
+        source: IpAddr,
+        target: SocketAddr,
+    ) -> Result<TcpStream, (DialErrorKind, io::Error)> {
+        let socket = self
+            .open(source, target)
+            .map_err(|(err, at_bind)| (DialErrorKind::classify(&err, at_bind), err))?;
+        let socket = TcpSocket::from_std_stream(socket.into());
+        socket
+            .connect(target)
+            .await
+            .map_err(|err| (DialErrorKind::classify(&err, false), err))
+    }
+
+    /// Creates and binds a non-blocking socket. The flag says whether the error came from bind.
+    fn open(&self, source: IpAddr, target: SocketAddr) -> Result<Socket, (io::Error, bool)> {
+        let inner = &*self.inner;
+        let before_bind = |e| (e, false);
+        let socket = new_nonblocking_socket(target).map_err(before_bind)?;
+        if inner.nodelay {
+            socket.set_tcp_nodelay(true).map_err(before_bind)?;
+        }
+        if let Some(idle) = inner.keepalive {
+            socket
+                .set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
+                .map_err(before_bind)?;
+        }
+        if inner.no_port {
+            sockopt::set_bind_address_no_port(&socket, true).map_err(before_bind)?;
+        }
+        if let Some((lo, hi)) = inner.port_range {
+            sockopt::set_local_port_range(&socket, lo, hi).map_err(before_bind)?;
+        }
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| (e, true))?;
+        Ok(socket)
+    }
+}
+
+/// A non-blocking TCP socket for `target`'s family: one syscall where the OS takes
+/// `SOCK_NONBLOCK` at creation, two elsewhere.
+fn new_nonblocking_socket(target: SocketAddr) -> io::Result<Socket> {
+    let domain = Domain::for_address(target);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+}

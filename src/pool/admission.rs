@@ -1,0 +1,173 @@
+//! The one admission path every `get` takes — plain, through `fan_out`, or through a bulkhead —
+//! with one deadline: the bulkhead's permit and a free connection share the caller's
+//! `wait_timeout`, each stage's refusals counted where they happened.
+
+use std::panic::Location;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, TimeoutType, Timeouts};
+
+use super::conn::Conn;
+use super::inner::{PoolEvent, PoolInner};
+use super::limit::{Limit, Refused};
+use super::reaper;
+use super::supply::CreateError;
+use crate::connector::Connector;
+use crate::error::{PoolError, TimeoutKind};
+
+/// A connection for `caller`, through `bulkhead` if given.
+pub(crate) async fn get<C: Connector>(
+    pool: &Arc<PoolInner<C>>,
+    caller: &'static Location<'static>,
+    bulkhead: Option<&Arc<Limit>>,
+) -> Result<Conn<C>, PoolError<C::Error>> {
+    let started = Instant::now();
+    // wait_timeout is validated at most 24 h, so the deadline exists.
+    let deadline = started.checked_add(pool.wait_timeout).unwrap_or(started);
+    reaper::start(pool);
+    let permit = match bulkhead {
+        None => None,
+        Some(limit) => {
+            if !limit.explicit.load(Ordering::Relaxed) {
+                let default = pool.default_limit();
+                if limit.limit() != default {
+                    limit.set(default);
+                }
+            }
+            let max_waiters = pool.max_waiters.load(Ordering::Relaxed);
+            match limit.acquire(deadline, max_waiters).await {
+                Ok(permit) => Some(permit),
+                Err(refused) => {
+                    let (event, err) = match refused {
+                        Refused::Saturated => (PoolEvent::BulkheadSaturated, PoolError::Saturated),
+                        Refused::TimedOut => (
+                            PoolEvent::BulkheadTimeout,
+                            PoolError::Timeout(TimeoutKind::Wait),
+                        ),
+                        Refused::Closed => (PoolEvent::Closed, PoolError::Closed),
+                    };
+                    pool.report(event, &format_args!("bulkhead {}: {err}", limit.name));
+                    return Err(err);
+                }
+            }
+        }
+    };
+    match in_pool(pool, caller, started, deadline).await {
+        Ok(mut conn) => {
+            conn.limit = permit;
+            Ok(conn)
+        }
+        Err(e) => {
+            if let Some(limit) = bulkhead {
+                limit.failed_in_pool.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The pool's stage: an idle connection, a free slot to create one in, or a place in the
+/// bounded queue until the deadline.
+async fn in_pool<C: Connector>(
+    pool: &Arc<PoolInner<C>>,
+    caller: &'static Location<'static>,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Conn<C>, PoolError<C::Error>> {
+    let counters = &pool.counters;
+    counters.gets.fetch_add(1, Ordering::Relaxed);
+    if pool.pool.is_closed() {
+        return Err(fail(pool, PoolError::Closed));
+    }
+    if pool.paused.load(Ordering::Relaxed) {
+        return Err(fail(pool, PoolError::Paused));
+    }
+    let mut timeouts = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: Some(pool.create_timeout),
+        recycle: None,
+    };
+    let obj = match pool.pool.timeout_get(&timeouts).await {
+        Ok(obj) => obj,
+        Err(managed::PoolError::Timeout(TimeoutType::Wait)) if !pool.wait_timeout.is_zero() => {
+            // Busy: join the bounded queue, or fail at once.
+            let max = pool.max_waiters.load(Ordering::Relaxed);
+            let Some(_waiter) = WaitSlot::join(&pool.waiters, max) else {
+                return Err(fail(pool, PoolError::Saturated));
+            };
+            counters.waited.fetch_add(1, Ordering::Relaxed);
+            timeouts.wait = Some(deadline.saturating_duration_since(Instant::now()));
+            pool.pool
+                .timeout_get(&timeouts)
+                .await
+                .map_err(|e| fail(pool, convert(e)))?
+        }
+        Err(e) => return Err(fail(pool, convert(e))),
+    };
+    if pool.paused.load(Ordering::Relaxed) {
+        // Paused while this get waited: the connection goes back, unused.
+        return Err(fail(pool, PoolError::Paused));
+    }
+    let now = Instant::now();
+    counters.wait.record(now.saturating_duration_since(started));
+    // No leak warning, no registry: the checkout skips its lock.
+    let checkout = pool
+        .leak_threshold
+        .map(|_| pool.checkouts.insert(caller, now));
+    Ok(Conn::new(obj, pool.clone(), checkout))
+}
+
+pub(crate) fn convert<E>(e: managed::PoolError<CreateError<E>>) -> PoolError<E> {
+    match e {
+        managed::PoolError::Timeout(TimeoutType::Wait) => PoolError::Timeout(TimeoutKind::Wait),
+        managed::PoolError::Timeout(TimeoutType::Create)
+        | managed::PoolError::Backend(CreateError::Timeout) => {
+            PoolError::Timeout(TimeoutKind::Create)
+        }
+        managed::PoolError::Timeout(TimeoutType::Recycle) => PoolError::Timeout(TimeoutKind::Check),
+        managed::PoolError::Backend(CreateError::Dial(e)) => PoolError::Dial(e),
+        managed::PoolError::Backend(CreateError::Backend(e)) => PoolError::Backend(e),
+        // The pool is built with a runtime and without hooks, so only closing leads here.
+        managed::PoolError::Closed
+        | managed::PoolError::Backend(CreateError::Closed)
+        | managed::PoolError::NoRuntimeSpecified
+        | managed::PoolError::PostCreateHook(_) => PoolError::Closed,
+    }
+}
+
+/// Counts a failed get in exactly one counter, reports it (rate-limited), and returns it.
+fn fail<C: Connector>(pool: &PoolInner<C>, err: PoolError<C::Error>) -> PoolError<C::Error> {
+    let c = &pool.counters;
+    let counter = match &err {
+        PoolError::Timeout(_) => &c.timed_out,
+        PoolError::Saturated => &c.saturated,
+        PoolError::Paused => &c.paused,
+        PoolError::Closed => &c.closed_gets,
+        PoolError::Dial(_) | PoolError::Backend(_) => &c.create_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    pool.report(PoolEvent::of(&err), &err);
+    err
+}
+
+/// A place in the wait queue, released on drop (including when the get is cancelled).
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitSlot<'a> {
+    fn join(waiters: &'a AtomicUsize, max: usize) -> Option<WaitSlot<'a>> {
+        let before = waiters.fetch_add(1, Ordering::Relaxed);
+        if before >= max {
+            waiters.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(WaitSlot(waiters))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,204 @@
+//! [`PoolBuilder`]: a target, a dialer, a connector and a [`PoolConfig`]; `build` validates
+//! the config once and assembles the pool.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::managed::{self, QueueMode};
+
+use super::config::PoolConfig;
+use super::handle::Pool;
+use super::inner::PoolInner;
+use super::leak::Checkouts;
+use super::limit::Bulkheads;
+use super::manager::Manager;
+use super::slot::Lifetimes;
+use super::supply::Supply;
+use crate::connector::{Connector, Raw};
+use crate::dial::{Dialer, Target};
+use crate::error::ConfigError;
+use crate::telemetry::counters::PoolCounters;
+use crate::telemetry::report::Reporter;
+
+/// Configures a [`Pool`]. Made by [`Pool::builder`] or [`Pool::builder_unix`]. Each option is a
+/// field of [`PoolConfig`], where its default and bounds are documented.
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct PoolBuilder<C: Connector = Raw> {
+    target: Result<Target, ConfigError>,
+    dialer: Option<Dialer>,
+    connector: C,
+    config: PoolConfig,
+}
+
+impl<C: Connector> fmt::Debug for PoolBuilder<C> {
+    /// The target and options; not the connector, which may hold credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("target", &self.target.as_ref().map_err(|e| e.message()))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolBuilder<Raw> {
+    pub(crate) fn with_target(target: Result<Target, ConfigError>) -> PoolBuilder<Raw> {
+        PoolBuilder {
+            target,
+            dialer: None,
+            connector: Raw,
+            config: PoolConfig::default(),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl<C: Connector> PoolBuilder<C> {
+    /// The dialer for new connections. Default: `Dialer::builder().build()`, sources spread
+    /// over 127.0.0.0/8.
+    pub fn dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    /// The connector that turns a dialed stream into a pooled connection. Default: [`Raw`].
+    pub fn connector<D: Connector>(self, connector: D) -> PoolBuilder<D> {
+        PoolBuilder {
+            target: self.target,
+            dialer: self.dialer,
+            connector,
+            config: self.config,
+        }
+    }
+
+    /// Every option at once, replacing those set so far.
+    pub fn config(mut self, config: PoolConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    setters! {
+        /// [`PoolConfig::max_size`]: the hard cap on open sockets.
+        max_size: usize;
+        /// [`PoolConfig::max_concurrent_dials`]: the bound on dials in progress.
+        max_concurrent_dials: usize;
+        /// [`PoolConfig::wait_timeout`]: how long a `get` waits for a busy pool, in all.
+        wait_timeout: Duration;
+        /// [`PoolConfig::create_timeout`]: how long one dial and handshake may take.
+        create_timeout: Duration;
+        /// [`PoolConfig::check_timeout`]: how long a check or a recovery may take.
+        check_timeout: Duration;
+        /// [`PoolConfig::max_lifetime`]: the age at which connections close.
+        max_lifetime: Option<Duration>;
+        /// [`PoolConfig::lifetime_jitter`]: the random share taken off each lifetime.
+        lifetime_jitter: f64;
+        /// [`PoolConfig::idle_timeout`]: how long a spare connection stays open unused.
+        idle_timeout: Option<Duration>;
+        /// [`PoolConfig::max_waiters`]: the bound on the wait queue.
+        max_waiters: usize;
+        /// [`PoolConfig::min_idle`]: connections the reaper keeps open.
+        min_idle: usize;
+        /// [`PoolConfig::warm_up_concurrency`]: dials at once while warming up.
+        warm_up_concurrency: usize;
+        /// [`PoolConfig::leak_threshold`]: when a held connection is reported.
+        leak_threshold: Option<Duration>;
+        /// [`PoolConfig::report_window`]: the window of rate-limited reports.
+        report_window: Duration;
+        /// [`PoolConfig::port_warning`]: the port utilization that warns.
+        port_warning: Option<f64>;
+    }
+
+    /// [`PoolConfig::default_limit`]: the concurrency limit of `fan_out` and bulkheads.
+    pub fn default_limit(mut self, n: usize) -> Self {
+        self.config.default_limit = Some(n);
+        self
+    }
+
+    /// Validates the options and builds the pool. It dials nothing and resolves nothing:
+    /// connections are created on demand, or by [`Pool::warm_up`] and the reaper when
+    /// `min_idle` is set.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the option at fault and its bound (see [`PoolConfig`]); naming
+    /// `target` when it is not `host:port`, or an address the dialer's sources cannot reach; or
+    /// the default dialer's own errors.
+    pub fn build(self) -> Result<Pool<C>, ConfigError> {
+        let target = self.target?;
+        let config = self.config;
+        config.validate()?;
+        let dialer = match self.dialer {
+            Some(d) => d,
+            None => Dialer::builder().build()?,
+        };
+        if let Target::Tcp(addr) = &target {
+            dialer
+                .check_target(*addr)
+                .map_err(|e| ConfigError::new("target", e.io_error().to_string()))?;
+        }
+        let counters = Arc::new(PoolCounters::default());
+        let lifetimes = Lifetimes {
+            max_lifetime: config.max_lifetime,
+            jitter: config.lifetime_jitter,
+            idle_timeout: config.idle_timeout,
+        };
+        let supply = Arc::new(Supply::new(
+            dialer,
+            target,
+            self.connector,
+            counters.clone(),
+            lifetimes,
+            config.create_timeout,
+            config.max_size,
+            config.max_concurrent_dials,
+        ));
+        let manager = Manager {
+            supply: supply.clone(),
+            check_timeout: config.check_timeout,
+        };
+        // Most recent first, so that spare connections stay idle and the idle timeout trims
+        // them when load drops.
+        let pool = managed::Pool::builder(manager)
+            .max_size(config.max_size)
+            .queue_mode(QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConfigError::new("max_size", e.to_string()))?;
+        Ok(Pool {
+            inner: Arc::new(PoolInner {
+                pool,
+                supply,
+                counters,
+                wait_timeout: config.wait_timeout,
+                create_timeout: config.create_timeout,
+                check_timeout: config.check_timeout,
+                paused: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
+                max_waiters: AtomicUsize::new(config.max_waiters),
+                max_size: AtomicUsize::new(config.max_size),
+                default_limit: AtomicUsize::new(config.default_limit.unwrap_or(0)),
+                min_idle: config.min_idle,
+                warm_up_concurrency: config.warm_up_concurrency,
+                leak_threshold: config.leak_threshold,
+                port_warning: config.port_warning,
+                checkouts: Checkouts::default(),
+                reaper_started: AtomicBool::new(false),
+                reporter: Reporter::new(config.report_window),
+                bulkheads: Bulkheads::default(),
+                resizing: Mutex::new(()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! [`PoolConfig`]: every option of a pool as a documented field with its default, and the one
+//! validation every value goes through, in the builder and in the runtime switches.
+
+use std::time::Duration;
+
+use super::limit::MAX_LIMIT;
+use crate::error::{ConfigError, check_count, check_duration};
+
+/// Default [`PoolConfig::max_size`]: 64 connections. A local memcached or redis serves far
+/// more requests per second over 64 connections than one client host sends, and 64 sockets
+/// are nothing next to 28,232 ports.
+pub const DEFAULT_MAX_SIZE: usize = 64;
+/// Default [`PoolConfig::wait_timeout`]: 1 s. Waiting longer for a local cache means the pool
+/// is overloaded, and a fast error sheds load better than a pile of waiting tasks.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`PoolConfig::create_timeout`]: 3 s, the dialer's 2 s plus time for a handshake.
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`PoolConfig::check_timeout`]: 1 s.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`PoolConfig::max_waiters`]: 1,024 queued gets. Past that, `get` fails at once
+/// with [`PoolError::Saturated`](crate::PoolError::Saturated): a longer queue cannot drain
+/// within the wait timeout anyway, and every waiter is a task holding memory.
+pub const DEFAULT_MAX_WAITERS: usize = 1024;
+/// Default [`PoolConfig::max_lifetime`]: 30 minutes, so connections rebalance after a server
+/// restart or failover without churning ports.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// Default [`PoolConfig::idle_timeout`]: 5 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default [`PoolConfig::leak_threshold`]: 60 s. Cache requests take microseconds; a
+/// connection held for a minute was almost certainly forgotten.
+pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(60);
+/// Default [`PoolConfig::port_warning`]: warn when the busiest source holds 80% of its ports
+/// towards the target, before the tipping point.
+pub const DEFAULT_PORT_WARNING: f64 = 0.8;
+/// Default [`PoolConfig::max_concurrent_dials`]: 8. A pool refilling after a storm (a server
+/// restart, a burst of cancelled requests) dials 8 at a time, not `max_size` at once; a
+/// loopback dial takes well under a millisecond, so 8 refill a pool of 64 in a few.
+pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 8;
+
+/// The largest `max_size`: 65,536 connections, far past any file-descriptor budget for one
+/// target; deadpool allocates its slot queue for `max_size` up front.
+pub const MAX_POOL_SIZE: usize = 1 << 16;
+/// The largest `max_waiters`: about a million queued gets.
+pub const MAX_WAITERS: usize = 1 << 20;
+
+/// Every option of a pool, with its default. [`PoolBuilder`](crate::PoolBuilder) sets these one
+/// by one, or all at once with [`PoolBuilder::config`](crate::PoolBuilder::config).
+///
+/// Bounds, checked by [`PoolBuilder::build`](crate::PoolBuilder::build) (and by the runtime
+/// switches for the options they change), each failure a [`ConfigError`] naming the option:
+/// every duration at most 24 h; counts as documented on each field.
+///
+/// ```
+/// let mut config = multiloop::PoolConfig::default();
+/// config.max_size = 16;
+/// config.wait_timeout = std::time::Duration::from_millis(200);
+/// let pool = multiloop::Pool::builder("127.0.0.1:11211").config(config).build()?;
+/// assert_eq!(pool.status().max_size, 16);
+/// # Ok::<(), multiloop::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// The hard cap on open sockets: connections idle, in use, and being dialed. Default:
+    /// [`DEFAULT_MAX_SIZE`]. From 1 to [`MAX_POOL_SIZE`].
+    pub max_size: usize,
+    /// The most dials (connect plus the connector's handshake) in progress at once. Default:
+    /// [`DEFAULT_MAX_CONCURRENT_DIALS`]. From 1 to [`MAX_POOL_SIZE`].
+    pub max_concurrent_dials: usize,
+    /// How long a `get` may wait in all, for a bulkhead's permit and then for a connection.
+    /// Default: [`DEFAULT_WAIT_TIMEOUT`]. Zero means "do not wait": a busy pool fails at once.
+    pub wait_timeout: Duration,
+    /// How long dialing and setting up one new connection may take. It runs in a task of its
+    /// own: a caller that stops waiting does not stop it. Default: [`DEFAULT_CREATE_TIMEOUT`].
+    /// Greater than zero.
+    pub create_timeout: Duration,
+    /// How long [`Connector::check`](crate::Connector::check) may take on an idle connection,
+    /// and [`Connector::recover`](crate::Connector::recover) on one given back mid-request.
+    /// Default: [`DEFAULT_CHECK_TIMEOUT`]. Greater than zero.
+    pub check_timeout: Duration,
+    /// Closes connections after this age, less a random share of up to `lifetime_jitter`.
+    /// Default: [`DEFAULT_MAX_LIFETIME`]. `None` keeps connections forever; otherwise greater
+    /// than zero.
+    pub max_lifetime: Option<Duration>,
+    /// The largest share of `max_lifetime` taken off each connection's lifetime at random, so
+    /// that connections created together do not expire together. Default: 0.1. From 0.0 to
+    /// below 1.0.
+    pub lifetime_jitter: f64,
+    /// Closes connections idle this long, down to `min_idle`. Connections are reused most
+    /// recent first, so spare ones go idle and close when load drops. Default:
+    /// [`DEFAULT_IDLE_TIMEOUT`]. `None` keeps idle connections; otherwise greater than zero.
+    pub idle_timeout: Option<Duration>,
+    /// The most gets that may wait for a busy pool (or one bulkhead) at once. Past it, `get`
+    /// fails at once with [`PoolError::Saturated`](crate::PoolError::Saturated). Default:
+    /// [`DEFAULT_MAX_WAITERS`]. From 0 (no queue) to [`MAX_WAITERS`].
+    pub max_waiters: usize,
+    /// Connections the reaper keeps open, dialing at most `warm_up_concurrency` at a time.
+    /// Default: 0. At most `max_size`.
+    pub min_idle: usize,
+    /// How many connections warm-up dials at once. Default: 4. From 1 to [`MAX_POOL_SIZE`].
+    pub warm_up_concurrency: usize,
+    /// The concurrency limit of [`Pool::fan_out`](crate::Pool::fan_out) and of every bulkhead
+    /// not set otherwise. Default: `None`, follow `max_size` (and [`Pool::resize`](crate::Pool::resize)).
+    /// From 1 to 1,048,576.
+    pub default_limit: Option<usize>,
+    /// Logs one warning, naming where it was taken, for a connection held longer than this.
+    /// Default: [`DEFAULT_LEAK_THRESHOLD`]. `None` turns the warning off.
+    pub leak_threshold: Option<Duration>,
+    /// The window of rate-limited error reports: the first error of a kind in a window is
+    /// logged at once, the rest are summarized once. Default:
+    /// [`DEFAULT_REPORT_WINDOW`](crate::DEFAULT_REPORT_WINDOW). Greater than zero.
+    pub report_window: Duration,
+    /// Warns when the busiest source address holds more than this share of its ephemeral
+    /// ports towards the target, checked by the reaper every few seconds on a blocking thread.
+    /// Default: [`DEFAULT_PORT_WARNING`]. `None` turns the check off. Above 0.0, at most 1.0.
+    pub port_warning: Option<f64>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: DEFAULT_MAX_SIZE,
+            max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            create_timeout: DEFAULT_CREATE_TIMEOUT,
+            check_timeout: DEFAULT_CHECK_TIMEOUT,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            lifetime_jitter: 0.1,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_waiters: DEFAULT_MAX_WAITERS,
+            min_idle: 0,
+            warm_up_concurrency: 4,
+            default_limit: None,
+            leak_threshold: Some(DEFAULT_LEAK_THRESHOLD),
+            report_window: crate::telemetry::DEFAULT_REPORT_WINDOW,
+            port_warning: Some(DEFAULT_PORT_WARNING),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks every option against its bounds.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`], naming the option and its bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_max_size(self.max_size, self.min_idle)?;
+        check_count(
+            "max_concurrent_dials",
+            self.max_concurrent_dials,
+            1,
+            MAX_POOL_SIZE,
+            "",
+        )?;
+        check_duration("wait_timeout", self.wait_timeout, true)?;
+        check_duration("create_timeout", self.create_timeout, false)?;
+        check_duration("check_timeout", self.check_timeout, false)?;
+        check_duration("report_window", self.report_window, false)?;
+        for (option, d) in [
+            ("max_lifetime", self.max_lifetime),
+            ("idle_timeout", self.idle_timeout),
+            ("leak_threshold", self.leak_threshold),
+        ] {
+            if let Some(d) = d {
+                check_duration(option, d, false)?;
+            }
+        }
+        if !(0.0..1.0).contains(&self.lifetime_jitter) {
+            return Err(ConfigError::new(
+                "lifetime_jitter",
+                format!(
+                    "{} is out of range: use 0.0 to below 1.0",
+                    self.lifetime_jitter
+                ),
+            ));
+        }
+        check_max_waiters(self.max_waiters)?;
+        check_count(
+            "warm_up_concurrency",
+            self.warm_up_concurrency,
+            1,
+            MAX_POOL_SIZE,
+            "",
+        )?;
+        if let Some(n) = self.default_limit {
+            check_limit("default_limit", n)?;
+        }
+        if let Some(t) = self.port_warning
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(ConfigError::new(
+                "port_warning",
+                format!("{t} is out of range: use a share above 0.0, at most 1.0"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `max_size`'s bounds, shared by the builder and [`Pool::resize`](crate::Pool::resize).
+pub(crate) fn check_max_size(max_size: usize, min_idle: usize) -> Result<(), ConfigError> {
+    check_count(
+        "max_size",
+        max_size,
+        1,
+        MAX_POOL_SIZE,
+        "; use Pool::pause to turn a pool off",
+    )?;
+    if min_idle > max_size {
+        return Err(ConfigError::new(
+            "min_idle",
+            format!(
+                "{min_idle} is above max_size {max_size}; the pool cannot keep more than it may hold"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `max_waiters`'s bounds.
+pub(crate) fn check_max_waiters(n: usize) -> Result<(), ConfigError> {
+    check_count("max_waiters", n, 0, MAX_WAITERS, "")
+}
+
+/// A concurrency limit's bounds (`default_limit`, a bulkhead's `limit`).
+pub(crate) fn check_limit(option: &'static str, n: usize) -> Result<(), ConfigError> {
+    check_count(
+        option,
+        n,
+        1,
+        MAX_LIMIT,
+        ": a limit of 0 would block the call site; use Pool::pause to shed all load",
+    )
+}

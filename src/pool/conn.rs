@@ -1,0 +1,241 @@
+//! [`Conn`]: a connection on loan. It tracks whether a request is in flight, and when it comes
+//! back, it goes to a `create` that is waiting, to the pool, to a recovery task, or closed;
+//! never, with a reply still on its way, to the next caller.
+
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use deadpool::managed::Object;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::inner::PoolInner;
+use super::limit::LimitPermit;
+use super::manager::Manager;
+use super::slot::Slot;
+use crate::connector::Connector;
+use crate::telemetry::counters::CloseReason;
+
+/// Where a request stands, as seen through the `Conn`'s own reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Io {
+    /// Nothing sent, or the last read completed.
+    Idle,
+    /// Bytes were written and no read has completed since: a reply may be on its way.
+    Sent,
+    /// A read is pending: the reply has not (all) arrived.
+    Reading,
+    /// An I/O error or a shutdown: the connection's state is unknown.
+    Broken,
+}
+
+/// A connection on loan from a [`Pool`](crate::Pool). Dereferences to the connector's
+/// connection (a [`Stream`](crate::Stream) for [`Raw`](crate::Raw)).
+///
+/// Dropping it gives it back. A connection given back with a request in flight (its user timed
+/// out or was cancelled after writing a request and before reading its whole reply through this
+/// `Conn`, or the connector's [`in_flight`](Connector::in_flight) says so) is never handed to
+/// the next caller: the connector [recovers](Connector::recover) it in a task of its own, or it
+/// is closed. [`discard`](Conn::discard) closes it outright.
+pub struct Conn<C: Connector> {
+    obj: Option<Object<Manager<C>>>,
+    pool: Arc<PoolInner<C>>,
+    checkout: Option<usize>,
+    io: Io,
+    pub(crate) limit: Option<LimitPermit>,
+}
+
+impl<C: Connector> Conn<C> {
+    pub(crate) fn new(
+        obj: Object<Manager<C>>,
+        pool: Arc<PoolInner<C>>,
+        checkout: Option<usize>,
+    ) -> Self {
+        Conn {
+            obj: Some(obj),
+            pool,
+            checkout,
+            io: Io::Idle,
+            limit: None,
+        }
+    }
+
+    /// Closes the connection instead of returning it, for a connection left in an unknown
+    /// state (say, after an I/O error mid-request). It counts as broken.
+    pub fn discard(mut self) {
+        if let Some(obj) = self.obj.take() {
+            obj.set_close_reason(CloseReason::Broken);
+            drop(Object::take(obj));
+        }
+    }
+
+    fn track<T>(&mut self, poll: &Poll<io::Result<T>>, done: Io) {
+        self.io = match poll {
+            Poll::Ready(Ok(_)) => done,
+            Poll::Ready(Err(_)) => Io::Broken,
+            Poll::Pending if done == Io::Idle => Io::Reading,
+            Poll::Pending => self.io,
+        };
+    }
+}
+
+impl<C: Connector> Deref for Conn<C> {
+    type Target = C::Conn;
+
+    fn deref(&self) -> &C::Conn {
+        match &self.obj {
+            Some(obj) => &obj.conn,
+            // `obj` is only taken by `discard` and `drop`, which consume the Conn.
+            None => unreachable!("a Conn is never used after discard"),
+        }
+    }
+}
+
+impl<C: Connector> DerefMut for Conn<C> {
+    fn deref_mut(&mut self) -> &mut C::Conn {
+        match &mut self.obj {
+            Some(obj) => &mut obj.conn,
+            None => unreachable!("a Conn is never used after discard"),
+        }
+    }
+}
+
+impl<C: Connector> Drop for Conn<C> {
+    fn drop(&mut self) {
+        if let Some(key) = self.checkout {
+            self.pool.checkouts.remove(key);
+        }
+        let Some(mut obj) = self.obj.take() else {
+            return;
+        };
+        let slot: &mut Slot<C::Conn> = &mut obj;
+        slot.idle_since = Instant::now();
+        let supply = &self.pool.supply;
+        match self.io {
+            Io::Broken => {
+                slot.set_close_reason(CloseReason::Broken);
+                drop(Object::take(obj));
+                return;
+            }
+            Io::Sent | Io::Reading => {}
+            Io::Idle if supply.connector.in_flight(&slot.conn) => {}
+            Io::Idle => {
+                if supply.has_waiters() && !self.pool.pool.is_closed() {
+                    // A `create` is waiting for a dial: this connection is free first.
+                    supply.stash(Object::take(obj));
+                }
+                return; // dropping `obj` gives it back to deadpool
+            }
+        }
+        // A request is in flight: recover it off the caller's path, or close it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let pool = self.pool.clone();
+                drop(runtime.spawn(recover(pool, obj)));
+            }
+            Err(_) => {
+                obj.set_close_reason(CloseReason::InFlight);
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
+/// Makes a connection given back mid-request clean again, under the check timeout, then gives
+/// it back; or closes it, counted as `in_flight`. It counts as in use meanwhile.
+async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<Manager<C>>) {
+    let timeout = pool.check_timeout;
+    let supply = &pool.supply;
+    let clean = tokio::time::timeout(timeout, supply.connector.recover(&mut obj.conn))
+        .await
+        .unwrap_or(false);
+    if clean && !supply.connector.in_flight(&obj.conn) {
+        pool.counters.recovered.fetch_add(1, Ordering::Relaxed);
+        obj.idle_since = Instant::now();
+        drop(obj);
+    } else {
+        obj.set_close_reason(CloseReason::InFlight);
+        drop(Object::take(obj));
+    }
+}
+
+/// A `Conn` reads and writes like its connection, so it goes straight to functions generic over
+/// `AsyncRead`/`AsyncWrite`; it notes where a request stands as it does.
+impl<C: Connector> AsyncRead for Conn<C>
+where
+    C::Conn: AsyncRead + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_read(cx, buf);
+        this.track(&poll, Io::Idle);
+        poll
+    }
+}
+
+impl<C: Connector> AsyncWrite for Conn<C>
+where
+    C::Conn: AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_write(cx, buf);
+        this.track(&poll, Io::Sent);
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_write_vectored(cx, bufs);
+        this.track(&poll, Io::Sent);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        (**self).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_flush(cx);
+        if let Poll::Ready(Err(_)) = poll {
+            this.io = Io::Broken;
+        }
+        poll
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // A connection shut down for writing cannot carry another request.
+        this.io = Io::Broken;
+        Pin::new(&mut **this).poll_shutdown(cx)
+    }
+}
+
+impl<C: Connector> fmt::Debug for Conn<C>
+where
+    C::Conn: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("conn", &self.obj.as_ref().map(|o| &o.conn))
+            .finish_non_exhaustive()
+    }
+}

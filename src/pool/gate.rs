@@ -1,0 +1,129 @@
+//! [`Gate`]: a semaphore whose size changes at runtime, the one primitive behind the socket cap
+//! and every bulkhead. Lowering it retires permits as they come back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A resizable semaphore.
+pub(crate) struct Gate {
+    semaphore: Arc<Semaphore>,
+    limit: AtomicUsize,
+    /// Permits to retire as they come back, after the limit was lowered while they were out.
+    debt: AtomicUsize,
+    resize: Mutex<()>,
+}
+
+/// A permit of a [`Gate`], released on drop (or retired, if the gate shrank meanwhile).
+pub(crate) struct GatePermit {
+    permit: Option<OwnedSemaphorePermit>,
+    gate: Arc<Gate>,
+}
+
+impl Gate {
+    /// A gate of `limit` permits; `limit` is validated by the caller (at most
+    /// `Semaphore::MAX_PERMITS`).
+    pub(crate) fn new(limit: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit: AtomicUsize::new(limit),
+            debt: AtomicUsize::new(0),
+            resize: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A permit now, if one is free.
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<GatePermit> {
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        Some(GatePermit {
+            permit: Some(permit),
+            gate: self.clone(),
+        })
+    }
+
+    /// A permit, once one is free; `None` once the gate is closed.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Option<GatePermit> {
+        let permit = self.semaphore.clone().acquire_owned().await.ok()?;
+        Some(GatePermit {
+            permit: Some(permit),
+            gate: self.clone(),
+        })
+    }
+
+    /// Wakes every waiter with `None`; no permit is granted after.
+    pub(crate) fn close(&self) {
+        self.semaphore.close();
+    }
+
+    /// Changes the number of permits. Lowering takes effect at once for free permits and as
+    /// the others come back.
+    pub(crate) fn set(&self, new: usize) {
+        let _serialized = self
+            .resize
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.limit.swap(new, Ordering::Relaxed);
+        if new > old {
+            let mut add = new - old;
+            // Cancel debt first: those permits are still out, and now simply stay.
+            let paid = self
+                .debt
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d - d.min(add))
+                })
+                .map_or(0, |d| d.min(add));
+            add -= paid;
+            self.semaphore.add_permits(add);
+        } else {
+            let mut take = old - new;
+            while take > 0 {
+                match self.semaphore.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        take -= 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.debt.fetch_add(take, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        let retired = self
+            .gate
+            .debt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+            .is_ok();
+        if let Some(permit) = self.permit.take()
+            && retired
+        {
+            permit.forget();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_retires_permits_as_they_come_back() {
+        let gate = Gate::new(3);
+        let held: Vec<_> = (0..3).map(|_| gate.try_acquire().unwrap()).collect();
+        gate.set(1);
+        drop(held);
+        let one = gate.try_acquire();
+        assert!(one.is_some());
+        assert!(gate.try_acquire().is_none(), "the limit is 1");
+        gate.set(2);
+        assert!(gate.try_acquire().is_some());
+    }
+}

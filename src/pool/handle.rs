@@ -1,0 +1,286 @@
+//! [`Pool`]: the handle users hold, its `get`, its snapshots and its runtime switches.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+#[cfg(unix)]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::admission;
+use super::builder::PoolBuilder;
+use super::config::{check_limit, check_max_size, check_max_waiters};
+use super::conn::Conn;
+use super::inner::PoolInner;
+use super::{reaper, warm};
+use crate::connector::{Connector, Raw};
+use crate::dial::{Dialer, IntoTarget, Target};
+use crate::error::{ConfigError, PoolError};
+use crate::telemetry::counters::PoolStats;
+
+/// A bounded pool of connections to one target, on `deadpool::managed`.
+///
+/// - **Cap on sockets.** At most [`max_size`](crate::PoolConfig::max_size) sockets exist,
+///   counting connections idle, in use and being dialed, and at most
+///   [`max_concurrent_dials`](crate::PoolConfig::max_concurrent_dials) dials run at once.
+/// - **Cancellation costs nothing.** A dial runs in a task of its own: a `get` that times out
+///   or is dropped leaves it running, and its connection joins the pool as idle. A connection
+///   given back mid-request is recovered by its connector or closed, never handed to the next
+///   caller.
+/// - **Bounded wait.** A `get` on a busy pool queues for at most the
+///   [wait timeout](crate::PoolConfig::wait_timeout) (shared with a bulkhead's wait), behind at
+///   most [`max_waiters`](crate::PoolConfig::max_waiters) others; past that it fails at once
+///   with [`PoolError::Saturated`].
+/// - **Fan-out limits.** [`fan_out`](Pool::fan_out) and [bulkheads](Pool::bulkhead) bound every
+///   call site's concurrency, by default to `max_size`.
+/// - **Health.** Idle connections are [checked](Connector::check) before reuse. While the
+///   target refuses or stalls, gets fail at once with the last dial error and a single caller
+///   probes, instead of every caller dialing a dead server.
+/// - **Lifetimes.** A reaper task closes connections past the idle timeout or their jittered
+///   maximum lifetime, keeps `min_idle` open, warns about leaks and port utilization, and
+///   flushes rate-limited error summaries. It holds a weak handle and ends when the pool is
+///   dropped or closed.
+///
+/// Besides the reaper, a pool spawns short tasks, each bounded: a dial task per new connection
+/// (at most `max_concurrent_dials` at once, each under the create timeout) and a recovery task
+/// per connection given back mid-request (at most `max_size`, each under the check timeout).
+/// The redis connector adds one driver task per connection, which ends with it.
+///
+/// `Pool` is cheap to clone; clones share everything.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiloop::Pool;
+/// use tokio::io::AsyncWriteExt;
+///
+/// let pool = Pool::builder("127.0.0.1:11211").max_size(32).build()?;
+/// let mut conn = pool.get().await?;
+/// conn.write_all(b"version\r\n").await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pool<C: Connector = Raw> {
+    pub(crate) inner: Arc<PoolInner<C>>,
+}
+
+impl<C: Connector> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Pool<Raw> {
+    /// A builder for a pool of connections to `target`, with every option at its default and
+    /// the [`Raw`] connector; [`PoolBuilder::connector`] picks another.
+    ///
+    /// `target` is a [`SocketAddr`](std::net::SocketAddr), `"host:port"`, `(host, port)` or a
+    /// [`Target`]. Nothing is resolved here: a host name is looked up by the dialer, inside its
+    /// connect timeout, at each dial.
+    pub fn builder(target: impl IntoTarget) -> PoolBuilder<Raw> {
+        PoolBuilder::with_target(target.into_target())
+    }
+
+    /// A builder for a pool of connections to the unix domain socket at `path`, with the same
+    /// options and connectors as a TCP pool. A unix socket uses no ports, so it cannot run out
+    /// of them; the dialer's options do not apply, but its connect timeout does.
+    #[cfg(unix)]
+    pub fn builder_unix(path: impl Into<PathBuf>) -> PoolBuilder<Raw> {
+        PoolBuilder::with_target(Ok(Target::Unix(path.into())))
+    }
+}
+
+/// A snapshot of a pool's occupancy, from [`Pool::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The cap on open sockets.
+    pub max_size: usize,
+    /// Open connections, idle and in use.
+    pub size: usize,
+    /// Open connections not in use.
+    pub idle: usize,
+    /// Connections handed out (or being recovered after a cancelled request).
+    pub in_use: usize,
+    /// Dials in progress. `size + dialing` never exceeds `max_size`.
+    pub dialing: usize,
+    /// Gets queued for a busy pool, at most `max_waiters`.
+    pub waiting: usize,
+    /// The wait queue's bound.
+    pub max_waiters: usize,
+    /// Whether [`Pool::pause`] is in force.
+    pub paused: bool,
+    /// Whether [`Pool::close`] was called.
+    pub closed: bool,
+}
+
+impl<C: Connector> Pool<C> {
+    /// A connection from the pool: an idle one that passes its check, one given back while
+    /// this get waited, or a new one.
+    ///
+    /// The location of the call is recorded for the leak warning. Dropping the future (a
+    /// timeout, an aborted task) is always safe: a dial it started goes on and its connection
+    /// joins the pool.
+    ///
+    /// # Errors
+    ///
+    /// - [`PoolError::Paused`] or [`PoolError::Closed`] at once;
+    /// - [`PoolError::Saturated`] at once when the pool is busy and `max_waiters` gets already
+    ///   wait;
+    /// - [`PoolError::Timeout`] when the pool stays busy for the wait timeout, or a new
+    ///   connection takes longer than the create timeout;
+    /// - [`PoolError::Dial`] when the dial fails; while the target refuses or stalls, at once
+    ///   with the last dial error;
+    /// - [`PoolError::Backend`] when the connector's handshake fails.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Conn<C>, PoolError<C::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        admission::get(&self.inner, caller, None)
+    }
+
+    /// Opens connections until `min_idle` are open, at most
+    /// [`warm_up_concurrency`](crate::PoolConfig::warm_up_concurrency) dials at a time. Returns
+    /// how many it opened. It never waits for a busy pool: a pool in use is warm.
+    ///
+    /// # Errors
+    ///
+    /// The first error, if no connection could be opened.
+    pub async fn warm_up(&self) -> Result<usize, PoolError<C::Error>> {
+        reaper::start(&self.inner);
+        warm::fill(&self.inner).await
+    }
+
+    /// The pool's occupancy now.
+    pub fn status(&self) -> Status {
+        let inner = &*self.inner;
+        let s = inner.pool.status();
+        let stashed = inner.supply.stashed();
+        Status {
+            max_size: inner.max_size.load(Ordering::Relaxed),
+            size: s.size + stashed,
+            idle: s.available + stashed,
+            in_use: s.size - s.available,
+            dialing: inner.supply.dialing(),
+            waiting: inner.waiters.load(Ordering::Relaxed),
+            max_waiters: inner.max_waiters.load(Ordering::Relaxed),
+            paused: inner.paused.load(Ordering::Relaxed),
+            closed: inner.pool.is_closed(),
+        }
+    }
+
+    /// The pool's counters since it was built.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The dialer the pool dials with, and its own stats.
+    pub fn dialer(&self) -> &Dialer {
+        &self.inner.supply.dialer
+    }
+
+    /// Where the pool connects.
+    pub fn target(&self) -> &Target {
+        self.inner.target()
+    }
+
+    /// Changes the cap on open sockets at runtime. Shrinking closes idle connections now and
+    /// in-use ones as they come back; every close is counted.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_size` for 0 (use [`pause`](Pool::pause) to turn the pool
+    /// off), a value above [`MAX_POOL_SIZE`](crate::MAX_POOL_SIZE), or naming `min_idle` for a
+    /// value below it.
+    pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
+        let inner = &*self.inner;
+        check_max_size(max_size, inner.min_idle)?;
+        let _serialized = inner
+            .resizing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.supply.sockets.set(max_size);
+        inner.pool.resize(max_size);
+        inner.max_size.store(max_size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Changes the bound on the wait queue at runtime. Gets already waiting keep waiting.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_waiters` above [`MAX_WAITERS`](crate::MAX_WAITERS).
+    pub fn set_max_waiters(&self, n: usize) -> Result<(), ConfigError> {
+        check_max_waiters(n)?;
+        self.inner.max_waiters.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Changes the bound on dials in progress at runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_concurrent_dials` for 0 or above
+    /// [`MAX_POOL_SIZE`](crate::MAX_POOL_SIZE).
+    pub fn set_max_concurrent_dials(&self, n: usize) -> Result<(), ConfigError> {
+        crate::error::check_count("max_concurrent_dials", n, 1, crate::MAX_POOL_SIZE, "")?;
+        self.inner.supply.set_max_dials(n);
+        Ok(())
+    }
+
+    /// Changes the concurrency limit of `fan_out` and of bulkheads not set otherwise.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `default_limit` for 0 or above 1,048,576.
+    pub fn set_default_limit(&self, n: usize) -> Result<(), ConfigError> {
+        check_limit("default_limit", n)?;
+        self.inner.default_limit.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Turns the pool off for load shedding: every `get` fails at once with
+    /// [`PoolError::Paused`] (gets already waiting fail when they would have been served), and
+    /// connections in use finish their work and come back as usual.
+    pub fn pause(&self) {
+        self.inner.paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Turns a paused pool back on.
+    pub fn resume(&self) {
+        self.inner.paused.store(false, Ordering::Relaxed);
+    }
+
+    /// Closes the pool: idle connections close now, in-use ones when they come back, dials in
+    /// progress when they finish, and every `get` fails with [`PoolError::Closed`]. The reaper
+    /// ends. It cannot be reopened.
+    pub fn close(&self) {
+        self.inner.pool.close();
+        self.inner.supply.close();
+    }
+
+    /// The concurrency limit of `fan_out` and of bulkheads not set otherwise.
+    pub fn default_limit(&self) -> usize {
+        self.inner.default_limit()
+    }
+
+    /// Whether [`close`](Pool::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pool.is_closed()
+    }
+
+    /// Whether the last dial to the target was refused or timed out, so that gets fail fast.
+    pub fn target_down(&self) -> bool {
+        self.inner.supply.health.is_down()
+    }
+}
+
+impl<C: Connector> fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", self.inner.target())
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,213 @@
+//! Bulkheads: named concurrency limits, one per call site, kept in a bounded registry. The
+//! first stage of a bulkhead's `get`; the pool's own wait is the second, under the same
+//! deadline.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::gate::{Gate, GatePermit};
+
+/// The most named bulkheads a pool keeps. Names past it share one bulkhead named
+/// [`OVERFLOW_BULKHEAD`], so a name built from request data cannot grow memory without bound.
+pub const MAX_BULKHEADS: usize = 256;
+
+/// The bulkhead shared by names past [`MAX_BULKHEADS`].
+pub const OVERFLOW_BULKHEAD: &str = "(overflow)";
+
+/// The largest bulkhead limit, [`Bulkhead::set_limit`](crate::Bulkhead::set_limit)'s bound.
+pub const MAX_LIMIT: usize = 1 << 20;
+
+/// The registry of a pool's bulkheads.
+#[derive(Default)]
+pub(crate) struct Bulkheads {
+    map: Mutex<HashMap<Arc<str>, Arc<Limit>>>,
+    overflow_warned: AtomicBool,
+}
+
+impl Bulkheads {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Limit>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The limit for `name`, and whether this call overflowed the registry for the first time.
+    pub(crate) fn get(&self, name: &str, default: usize) -> (Arc<Limit>, bool) {
+        let mut map = self.lock();
+        if let Some(l) = map.get(name) {
+            return (l.clone(), false);
+        }
+        let full = map.len() >= MAX_BULKHEADS;
+        let key: Arc<str> = if full {
+            OVERFLOW_BULKHEAD.into()
+        } else {
+            name.into()
+        };
+        let limit = map
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Limit::new(key, default)))
+            .clone();
+        drop(map);
+        let first_overflow = full && !self.overflow_warned.swap(true, Ordering::Relaxed);
+        (limit, first_overflow)
+    }
+}
+
+/// Why a bulkhead refused a permit.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Saturated,
+    TimedOut,
+    Closed,
+}
+
+/// One bulkhead: a [`Gate`] with its stats.
+pub(crate) struct Limit {
+    pub(crate) name: Arc<str>,
+    gate: Arc<Gate>,
+    /// Set by `set_limit`; otherwise the limit follows the pool's default.
+    pub(crate) explicit: AtomicBool,
+    waiters: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    acquired: AtomicU64,
+    saturated: AtomicU64,
+    timed_out: AtomicU64,
+    pub(crate) failed_in_pool: AtomicU64,
+}
+
+impl Limit {
+    fn new(name: Arc<str>, limit: usize) -> Limit {
+        Limit {
+            name,
+            gate: Gate::new(limit),
+            explicit: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            acquired: AtomicU64::new(0),
+            saturated: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            failed_in_pool: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.gate.limit()
+    }
+
+    pub(crate) fn set(&self, limit: usize) {
+        self.gate.set(limit);
+    }
+
+    /// A permit before `deadline`, behind at most `max_waiters` others. Each refusal is counted
+    /// here, where it happened.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        deadline: Instant,
+        max_waiters: usize,
+    ) -> Result<LimitPermit, Refused> {
+        let permit = match self.gate.try_acquire() {
+            Some(p) => p,
+            None => {
+                let before = self.waiters.fetch_add(1, Ordering::Relaxed);
+                let _leave = LeaveQueue(&self.waiters);
+                if before >= max_waiters {
+                    self.saturated.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refused::Saturated);
+                }
+                let at = tokio::time::Instant::from_std(deadline);
+                match tokio::time::timeout_at(at, self.gate.acquire()).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Err(Refused::Closed),
+                    Err(_) => {
+                        self.timed_out.fetch_add(1, Ordering::Relaxed);
+                        return Err(Refused::TimedOut);
+                    }
+                }
+            }
+        };
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Ok(LimitPermit {
+            _permit: permit,
+            limit: self.clone(),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> BulkheadStats {
+        BulkheadStats {
+            name: self.name.to_string(),
+            limit: self.limit(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            peak_in_flight: self.peak.load(Ordering::Relaxed),
+            waiting: self.waiters.load(Ordering::Relaxed),
+            acquired: self.acquired.load(Ordering::Relaxed),
+            saturated: self.saturated.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            failed_in_pool: self.failed_in_pool.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct LeaveQueue<'a>(&'a AtomicUsize);
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A bulkhead's permit, released on drop.
+pub struct LimitPermit {
+    _permit: GatePermit,
+    limit: Arc<Limit>,
+}
+
+impl Drop for LimitPermit {
+    fn drop(&mut self) {
+        self.limit.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for LimitPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitPermit")
+            .field("bulkhead", &self.limit.name)
+            .finish()
+    }
+}
+
+/// A bulkhead's counters, from [`Bulkhead::stats`](crate::Bulkhead::stats) or
+/// [`Pool::bulkhead_stats`](crate::Pool::bulkhead_stats).
+///
+/// `saturated` and `timed_out` count refusals in the bulkhead's own stage; a get that passed
+/// the bulkhead and then failed in the pool is counted in the pool's [`PoolStats`](crate::PoolStats)
+/// and, as a view, in `failed_in_pool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BulkheadStats {
+    /// The call site's name.
+    pub name: String,
+    /// The limit now.
+    pub limit: usize,
+    /// Permits out now.
+    pub in_flight: usize,
+    /// The most permits out at once.
+    pub peak_in_flight: usize,
+    /// Calls waiting now.
+    pub waiting: usize,
+    /// Permits granted.
+    pub acquired: u64,
+    /// Calls refused at once because too many were waiting.
+    pub saturated: u64,
+    /// Calls that reached the caller's deadline waiting for a permit.
+    pub timed_out: u64,
+    /// Gets that had a permit and then failed in the pool (timed out waiting for a connection,
+    /// failed to dial, …).
+    pub failed_in_pool: u64,
+}

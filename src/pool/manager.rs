@@ -1,0 +1,62 @@
+//! The deadpool manager: `create` takes a connection from the [`Supply`], `recycle` checks an
+//! idle one before reuse. deadpool is the model: a two-method trait, nothing more.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+
+use super::slot::Slot;
+use super::supply::{CreateError, Supply};
+use crate::connector::Connector;
+use crate::telemetry::counters::CloseReason;
+
+pub(crate) struct Manager<C: Connector> {
+    pub(crate) supply: Arc<Supply<C>>,
+    /// Applied by `recycle` itself, only to checks that do not finish at once.
+    pub(crate) check_timeout: Duration,
+}
+
+impl<C: Connector> managed::Manager for Manager<C> {
+    type Type = Slot<C::Conn>;
+    type Error = CreateError<C::Error>;
+
+    async fn create(&self) -> Result<Slot<C::Conn>, CreateError<C::Error>> {
+        self.supply.obtain().await
+    }
+
+    async fn recycle(
+        &self,
+        slot: &mut Slot<C::Conn>,
+        _: &Metrics,
+    ) -> RecycleResult<CreateError<C::Error>> {
+        if let Some(reason) = slot.stale(&self.supply.lifetimes, Instant::now()) {
+            slot.set_close_reason(reason);
+            return Err(RecycleError::message("past its lifetime or idle timeout"));
+        }
+        // If the check is cancelled or times out, the connection counts as broken.
+        slot.set_close_reason(CloseReason::Broken);
+        let result = {
+            let mut check = std::pin::pin!(self.supply.connector.check(&mut slot.conn));
+            // Most checks (Raw's peek) finish on their first poll: only a check that has to wait
+            // gets a timer, so the common checkout registers none.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(check.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => {
+                    match tokio::time::timeout(self.check_timeout, check).await {
+                        Ok(result) => result,
+                        Err(_) => return Err(RecycleError::message("check timed out")),
+                    }
+                }
+            }
+        };
+        result.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+        slot.set_close_reason(CloseReason::Other);
+        Ok(())
+    }
+
+    /// Closes are counted when a [`Slot`] drops, on every path, so detaching counts nothing.
+    fn detach(&self, _: &mut Slot<C::Conn>) {}
+}

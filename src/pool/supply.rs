@@ -1,0 +1,326 @@
+//! Where new connections come from: the cap on sockets, the bound on dials in progress, the
+//! dial tasks, and the stash of connections whose caller left.
+//!
+//! deadpool runs `Manager::create` inside the caller's future, so a caller that times out or is
+//! cancelled would drop a socket that is already connected: a handshake the server saw, a port
+//! left in TIME_WAIT, and nothing counted. Here `create` only *waits*: the dial and the
+//! connector's handshake run in a task of their own, bounded by the create timeout. The task
+//! hands its connection to the caller, or, if the caller has gone, leaves it in the stash, where
+//! the next `create` takes it before it would dial. A dial, once started, ends as a pooled
+//! connection or as a counted failure, whatever happens to the caller.
+//!
+//! The cap is kept here, on sockets: every dial in progress, every stashed connection and every
+//! connection deadpool holds has a permit of [`Supply::sockets`], released when the socket
+//! closes ([`Slot`]'s drop). deadpool's own cap (its `max_size`) counts only what it holds, so
+//! it cannot see a dial whose caller left; this one does.
+
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+
+use super::gate::{Gate, GatePermit};
+use super::health::{DialTicket, Health};
+use super::slot::{Lifetimes, Slot};
+use crate::connector::Connector;
+use crate::dial::{Dialer, Target};
+use crate::error::{DialError, DialErrorKind};
+use crate::telemetry::counters::PoolCounters;
+
+/// What creating a connection fails with.
+#[derive(Debug)]
+pub(crate) enum CreateError<E> {
+    Dial(DialError),
+    Backend(E),
+    /// The dial and handshake took longer than the create timeout.
+    Timeout,
+    /// The pool was closed while the create waited.
+    Closed,
+}
+
+/// What a dial task hands over.
+type Made<C> = Result<Slot<<C as Connector>::Conn>, CreateError<<C as Connector>::Error>>;
+
+/// The supply of new connections to one target.
+pub(crate) struct Supply<C: Connector> {
+    pub(crate) dialer: Dialer,
+    pub(crate) target: Target,
+    pub(crate) connector: C,
+    pub(crate) counters: Arc<PoolCounters>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) create_timeout: Duration,
+    /// The cap on sockets: dialing, stashed, and held by deadpool.
+    pub(crate) sockets: Arc<Gate>,
+    /// The bound on dials in progress.
+    dials: Arc<Gate>,
+    stash: Mutex<Vec<Slot<C::Conn>>>,
+    /// Woken when a connection lands in the stash.
+    arrived: Notify,
+    /// Creates waiting now: a connection given back while one waits is handed over.
+    waiting: AtomicUsize,
+    /// Dial tasks running now.
+    dialing: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// How many are in a counter while a guard lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(n: &'a AtomicUsize) -> Counted<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The receiving end of a dial task. Dropped before the task answered (the caller left), it
+/// closes the channel so that the task stashes its connection; a connection already sent is
+/// stashed here.
+struct Pending<'a, C: Connector> {
+    rx: oneshot::Receiver<Made<C>>,
+    supply: &'a Supply<C>,
+}
+
+impl<C: Connector> Drop for Pending<'_, C> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Ok(slot)) = self.rx.try_recv() {
+            self.supply
+                .counters
+                .abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            self.supply.stash(slot);
+        }
+    }
+}
+
+impl<C: Connector> Supply<C> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        dialer: Dialer,
+        target: Target,
+        connector: C,
+        counters: Arc<PoolCounters>,
+        lifetimes: Lifetimes,
+        create_timeout: Duration,
+        max_size: usize,
+        max_dials: usize,
+    ) -> Supply<C> {
+        Supply {
+            dialer,
+            target,
+            connector,
+            counters,
+            health: Arc::new(Health::default()),
+            lifetimes,
+            create_timeout,
+            sockets: Gate::new(max_size),
+            dials: Gate::new(max_dials),
+            stash: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            dialing: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot<C::Conn>>> {
+        self.stash
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Leaves a connection for the next `create`, most recent on top.
+    pub(crate) fn stash(&self, slot: Slot<C::Conn>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return; // the connection closes here, counted by its slot
+        }
+        self.lock().push(slot);
+        self.arrived.notify_waiters();
+    }
+
+    fn take_stashed(&self) -> Option<Slot<C::Conn>> {
+        self.lock().pop()
+    }
+
+    /// Connections in the stash now.
+    pub(crate) fn stashed(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Removes stashed connections that `close` picks; they close outside the lock.
+    pub(crate) fn retain_stash(&self, mut close: impl FnMut(&Slot<C::Conn>) -> bool) {
+        let removed: Vec<_> = {
+            let mut stash = self.lock();
+            let (gone, kept) = std::mem::take(&mut *stash)
+                .into_iter()
+                .partition(|s| close(s));
+            *stash = kept;
+            gone
+        };
+        drop(removed);
+    }
+
+    /// Dial tasks running now.
+    pub(crate) fn dialing(&self) -> usize {
+        self.dialing.load(Ordering::Relaxed)
+    }
+
+    /// Whether a `create` is waiting, so that a connection given back should go to it.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn set_max_dials(&self, n: usize) {
+        self.dials.set(n);
+    }
+
+    /// A connection for deadpool's `create`: a stashed one, one handed over, or a new one from
+    /// a dial task. Cancelling this future cancels only the waiting, never the dial.
+    pub(crate) async fn obtain(self: &Arc<Self>) -> Result<Slot<C::Conn>, CreateError<C::Error>> {
+        let _waiting = Counted::enter(&self.waiting);
+        let (socket, dial) = loop {
+            let mut arrived = pin!(self.arrived.notified());
+            arrived.as_mut().enable();
+            if let Some(slot) = self.take_stashed() {
+                return Ok(slot);
+            }
+            let socket = match self.sockets.try_acquire() {
+                Some(p) => p,
+                None => tokio::select! {
+                    biased;
+                    p = self.sockets.acquire() => match p {
+                        Some(p) => p,
+                        None => return Err(closed()),
+                    },
+                    () = &mut arrived => continue,
+                },
+            };
+            let dial = match self.dials.try_acquire() {
+                Some(p) => p,
+                None => tokio::select! {
+                    biased;
+                    p = self.dials.acquire() => match p {
+                        Some(p) => p,
+                        None => return Err(closed()),
+                    },
+                    () = &mut arrived => continue,
+                },
+            };
+            break (socket, dial);
+        };
+        let ticket = self.health.ticket().await.map_err(CreateError::Dial)?;
+        let (tx, rx) = oneshot::channel();
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            CreateError::Dial(DialError::new(
+                DialErrorKind::Io,
+                None,
+                Vec::new(),
+                0,
+                std::io::Error::other("a pool dials from inside a tokio runtime"),
+            ))
+        })?;
+        runtime.spawn(self.clone().dial_task(socket, dial, ticket, tx));
+        let mut pending = Pending { rx, supply: self };
+        loop {
+            let mut arrived = pin!(self.arrived.notified());
+            arrived.as_mut().enable();
+            if let Some(slot) = self.take_stashed() {
+                // Something else came first; this dial will land in the stash.
+                return Ok(slot);
+            }
+            tokio::select! {
+                biased;
+                answer = &mut pending.rx => {
+                    return answer.unwrap_or_else(|_| Err(CreateError::Dial(DialError::new(
+                        DialErrorKind::Io,
+                        None,
+                        Vec::new(),
+                        0,
+                        std::io::Error::other("the connection setup task panicked"),
+                    ))));
+                }
+                () = &mut arrived => {}
+            }
+        }
+    }
+
+    /// Dials and sets up one connection under the create timeout, then hands it to the caller
+    /// or, if the caller has gone, to the stash.
+    async fn dial_task(
+        self: Arc<Self>,
+        socket: GatePermit,
+        dial: GatePermit,
+        ticket: DialTicket,
+        tx: oneshot::Sender<Made<C>>,
+    ) {
+        let _dialing = Counted::enter(&self.dialing);
+        let made = tokio::time::timeout(self.create_timeout, self.make(ticket)).await;
+        drop(dial);
+        let result = match made {
+            Ok(Ok(conn)) => {
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                Ok(Slot::new(
+                    conn,
+                    &self.lifetimes,
+                    self.counters.clone(),
+                    socket,
+                ))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_elapsed) => Err(CreateError::Timeout),
+        };
+        if let Err(Ok(slot)) = tx.send(result) {
+            self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.stash(slot);
+        }
+    }
+
+    async fn make(&self, ticket: DialTicket) -> Result<C::Conn, CreateError<C::Error>> {
+        let pinned: Option<IpAddr> = self.connector.source();
+        let dialed = self.dialer.connect_target(&self.target, pinned).await;
+        ticket.finish(dialed.as_ref().map(|_| ()));
+        let stream = dialed.map_err(CreateError::Dial)?;
+        match self.connector.connect(stream).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => match self.connector.source() {
+                // The connector learned that the server takes only this source (redis
+                // protected mode): one more dial, from there, through the same dialer.
+                Some(source) if Some(source) != pinned => {
+                    let stream = self
+                        .dialer
+                        .connect_target(&self.target, Some(source))
+                        .await
+                        .map_err(CreateError::Dial)?;
+                    self.connector
+                        .connect(stream)
+                        .await
+                        .map_err(CreateError::Backend)
+                }
+                _ => Err(CreateError::Backend(e)),
+            },
+        }
+    }
+
+    /// Closes the gates: waiting creates end, and no dial starts after.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.sockets.close();
+        self.dials.close();
+        self.retain_stash(|_| true);
+    }
+}
+
+fn closed<E>() -> CreateError<E> {
+    CreateError::Closed
+}

@@ -1,0 +1,277 @@
+//! Counters and their snapshots: [`DialStats`] and [`PoolStats`].
+//!
+//! Counting is lock-free on the dial path, with one exception that ends by itself: the set of
+//! distinct sources used is exact up to [`DISTINCT_SOURCES_CAP`] addresses, after which it
+//! saturates and is no longer touched.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::histogram::Histogram;
+use crate::error::DialErrorKind;
+
+/// The most distinct source addresses [`DialStats::distinct_sources`] counts exactly.
+pub const DISTINCT_SOURCES_CAP: usize = 16_384;
+
+/// A snapshot of a [`Dialer`](crate::Dialer)'s counters, from [`Dialer::stats`](crate::Dialer::stats).
+///
+/// Counters start at zero when the dialer is built and are shared by its clones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DialStats {
+    /// Connections established.
+    pub dials_ok: u64,
+    /// Failed `connect` calls by the kind of their final error.
+    pub failures: FailureCounts,
+    /// Extra attempts made on another source after a source ran out of ports.
+    pub retries: u64,
+    /// Source addresses in quarantine now.
+    pub quarantined: usize,
+    /// Distinct source addresses that carried an established connection, exact up to
+    /// [`DISTINCT_SOURCES_CAP`], where it stops growing.
+    pub distinct_sources: usize,
+}
+
+/// Failure counts by [`DialErrorKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureCounts {
+    /// [`DialErrorKind::PortsExhausted`].
+    pub ports_exhausted: u64,
+    /// [`DialErrorKind::Refused`].
+    pub refused: u64,
+    /// [`DialErrorKind::Timeout`].
+    pub timeout: u64,
+    /// [`DialErrorKind::FdLimit`].
+    pub fd_limit: u64,
+    /// [`DialErrorKind::Mismatch`].
+    pub mismatch: u64,
+    /// [`DialErrorKind::Io`].
+    pub io: u64,
+}
+
+impl FailureCounts {
+    /// The count for one kind.
+    pub fn get(&self, kind: DialErrorKind) -> u64 {
+        match kind {
+            DialErrorKind::PortsExhausted => self.ports_exhausted,
+            DialErrorKind::Refused => self.refused,
+            DialErrorKind::Timeout => self.timeout,
+            DialErrorKind::FdLimit => self.fd_limit,
+            DialErrorKind::Mismatch => self.mismatch,
+            DialErrorKind::Io => self.io,
+        }
+    }
+
+    /// All failures.
+    pub fn total(&self) -> u64 {
+        DialErrorKind::ALL.iter().map(|&k| self.get(k)).sum()
+    }
+}
+
+/// The live counters behind [`DialStats`].
+#[derive(Default)]
+pub(crate) struct DialCounters {
+    ok: AtomicU64,
+    failures: [AtomicU64; DialErrorKind::ALL.len()],
+    retries: AtomicU64,
+    distinct: Mutex<HashSet<IpAddr>>,
+    distinct_full: AtomicBool,
+}
+
+impl DialCounters {
+    pub(crate) fn record_ok(&self, source: IpAddr) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        if self.distinct_full.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut distinct = self
+            .distinct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        distinct.insert(source);
+        if distinct.len() >= DISTINCT_SOURCES_CAP {
+            self.distinct_full.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_failure(&self, kind: DialErrorKind) {
+        self.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, quarantined: usize) -> DialStats {
+        let failure = |kind: DialErrorKind| self.failures[kind.index()].load(Ordering::Relaxed);
+        let distinct_sources = self
+            .distinct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        DialStats {
+            dials_ok: self.ok.load(Ordering::Relaxed),
+            failures: FailureCounts {
+                ports_exhausted: failure(DialErrorKind::PortsExhausted),
+                refused: failure(DialErrorKind::Refused),
+                timeout: failure(DialErrorKind::Timeout),
+                fd_limit: failure(DialErrorKind::FdLimit),
+                mismatch: failure(DialErrorKind::Mismatch),
+                io: failure(DialErrorKind::Io),
+            },
+            retries: self.retries.load(Ordering::Relaxed),
+            quarantined,
+            distinct_sources,
+        }
+    }
+}
+
+/// A snapshot of a [`Pool`](crate::Pool)'s counters, from [`Pool::stats`](crate::Pool::stats).
+///
+/// Every failed get is counted once, in exactly one of `timed_out`, `saturated`, `paused`,
+/// `closed_gets` and `create_failed`; so `gets` is the sum of those and the successful gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Calls to `get` (including those made by `fan_out` and bulkheads).
+    pub gets: u64,
+    /// Gets that found no free connection at once and queued.
+    pub waited: u64,
+    /// Gets that failed on a timeout: the wait timeout (in the pool's stage, whether or not a
+    /// dial for them was under way) or a bulkhead's share of it.
+    pub timed_out: u64,
+    /// Gets refused at once because the wait queue was full.
+    pub saturated: u64,
+    /// Gets refused because the pool was paused.
+    pub paused: u64,
+    /// Gets refused because the pool was closed.
+    pub closed_gets: u64,
+    /// Gets that failed to dial or set up a new connection, including those that failed at
+    /// once with the last dial error while the target was down.
+    pub create_failed: u64,
+    /// Connections created: dialed and set up by the connector.
+    pub created: u64,
+    /// Dials that finished after the get that started them had gone (timed out or cancelled).
+    /// Their connections went to the pool as idle: a cancelled get costs no handshake.
+    pub abandoned: u64,
+    /// Connections given back with a request in flight that the connector made clean again
+    /// ([`Connector::recover`](crate::Connector::recover)) instead of closing.
+    pub recovered: u64,
+    /// Connections closed, by reason. Every connection the pool created is counted here once
+    /// it closes, whatever closed it.
+    pub closed: ClosedCounts,
+    /// Time from `get` to a connection, over successful gets.
+    pub wait: WaitPercentiles,
+}
+
+/// Connections closed, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClosedCounts {
+    /// Failed its check (peer closed, unread bytes) or was discarded by its user.
+    pub broken: u64,
+    /// Given back with a request in flight (its user timed out or was cancelled mid-request)
+    /// and not made clean again: the connector cannot recover it, or recovery failed.
+    pub in_flight: u64,
+    /// Reached its (jittered) maximum lifetime.
+    pub lifetime: u64,
+    /// Stayed idle past the idle timeout.
+    pub idle: u64,
+    /// Closed by `resize`, `close` or the pool being dropped.
+    pub other: u64,
+}
+
+impl ClosedCounts {
+    /// All closes.
+    pub fn total(&self) -> u64 {
+        self.broken + self.in_flight + self.lifetime + self.idle + self.other
+    }
+}
+
+/// Percentiles of the time `get` took, from a histogram with quarter-octave buckets: each
+/// figure is an upper bound within 19% of the true value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitPercentiles {
+    /// Median.
+    pub p50: std::time::Duration,
+    /// 90th percentile.
+    pub p90: std::time::Duration,
+    /// 99th percentile.
+    pub p99: std::time::Duration,
+    /// The longest.
+    pub max: std::time::Duration,
+}
+
+/// Why a pooled connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    Broken = 0,
+    InFlight = 1,
+    Lifetime = 2,
+    Idle = 3,
+    Other = 4,
+}
+
+impl CloseReason {
+    pub(crate) fn from_u8(v: u8) -> CloseReason {
+        match v {
+            0 => CloseReason::Broken,
+            1 => CloseReason::InFlight,
+            2 => CloseReason::Lifetime,
+            3 => CloseReason::Idle,
+            _ => CloseReason::Other,
+        }
+    }
+}
+
+/// Lock-free counters behind [`PoolStats`].
+#[derive(Default)]
+pub(crate) struct PoolCounters {
+    pub(crate) gets: AtomicU64,
+    pub(crate) waited: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) saturated: AtomicU64,
+    pub(crate) paused: AtomicU64,
+    pub(crate) closed_gets: AtomicU64,
+    pub(crate) create_failed: AtomicU64,
+    pub(crate) created: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    closed: [AtomicU64; 5],
+    pub(crate) wait: Histogram,
+}
+
+impl PoolCounters {
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let closed = |r: CloseReason| load(&self.closed[r as usize]);
+        PoolStats {
+            gets: load(&self.gets),
+            waited: load(&self.waited),
+            timed_out: load(&self.timed_out),
+            saturated: load(&self.saturated),
+            paused: load(&self.paused),
+            closed_gets: load(&self.closed_gets),
+            create_failed: load(&self.create_failed),
+            created: load(&self.created),
+            abandoned: load(&self.abandoned),
+            recovered: load(&self.recovered),
+            closed: ClosedCounts {
+                broken: closed(CloseReason::Broken),
+                in_flight: closed(CloseReason::InFlight),
+                lifetime: closed(CloseReason::Lifetime),
+                idle: closed(CloseReason::Idle),
+                other: closed(CloseReason::Other),
+            },
+            wait: self.wait.percentiles(),
+        }
+    }
+}

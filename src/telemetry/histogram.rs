@@ -1,0 +1,119 @@
+//! A fixed-size, lock-free histogram of durations, for wait-time percentiles.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::counters::WaitPercentiles;
+
+/// Buckets per octave: quarter octaves.
+const SUB: u32 = 4;
+/// Octaves of microseconds covered: up to 2^40 µs, about 12 days.
+const OCTAVES: u32 = 40;
+
+/// A fixed-size, lock-free histogram of durations in microseconds.
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; (OCTAVES * SUB) as usize],
+    count: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us < 2 {
+            return 0;
+        }
+        let octave = 63 - us.leading_zeros();
+        // The two bits after the leading one pick the quarter within the octave.
+        let quarter = ((us << 2) >> octave) as u32 - SUB;
+        ((octave * SUB + quarter) as usize).min((OCTAVES * SUB) as usize - 1)
+    }
+
+    fn upper_bound_us(bucket: usize) -> u64 {
+        let (octave, quarter) = (bucket as u32 / SUB, bucket as u32 % SUB);
+        ((u64::from(SUB + quarter + 1)) << octave) >> 2
+    }
+
+    pub(crate) fn record(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    fn percentile(&self, counts: &[u64], total: u64, p: f64) -> std::time::Duration {
+        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let max = self.max_us.load(Ordering::Relaxed);
+                return std::time::Duration::from_micros(Self::upper_bound_us(i).min(max));
+            }
+        }
+        std::time::Duration::from_micros(self.max_us.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn percentiles(&self) -> WaitPercentiles {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return WaitPercentiles::default();
+        }
+        WaitPercentiles {
+            p50: self.percentile(&counts, total, 0.50),
+            p90: self.percentile(&counts, total, 0.90),
+            p99: self.percentile(&counts, total, 0.99),
+            max: std::time::Duration::from_micros(self.max_us.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_buckets_bound_the_value_within_a_quarter_octave() {
+        for us in [0u64, 1, 2, 3, 5, 7, 8, 100, 1_000, 12_345, 1 << 30] {
+            let b = Histogram::bucket(us);
+            let upper = Histogram::upper_bound_us(b);
+            assert!(upper >= us, "{us} -> bucket {b} upper {upper}");
+            assert!(
+                upper as f64 <= (us.max(1) as f64) * 1.25 + 1.0,
+                "{us} -> {upper}"
+            );
+        }
+    }
+
+    #[test]
+    fn histogram_percentiles() {
+        let h = Histogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p = h.percentiles();
+        assert!(
+            p.p50 >= Duration::from_millis(50) && p.p50 <= Duration::from_millis(63),
+            "{p:?}"
+        );
+        assert!(
+            p.p99 >= Duration::from_millis(99) && p.p99 <= Duration::from_millis(100),
+            "{p:?}"
+        );
+        assert_eq!(p.max, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,12 @@
+//! Telemetry, read across by every layer and calling back into none: counters and their
+//! snapshots, the wait-time histogram, the rate-limited reporter, and the port census.
+
+pub(crate) mod counters;
+pub(crate) mod histogram;
+pub mod ports;
+pub(crate) mod report;
+
+pub use counters::{
+    ClosedCounts, DISTINCT_SOURCES_CAP, DialStats, FailureCounts, PoolStats, WaitPercentiles,
+};
+pub use report::DEFAULT_REPORT_WINDOW;
