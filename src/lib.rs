@@ -100,7 +100,7 @@ mod telemetry;
 pub use connector::memcached;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use connector::redis;
+pub mod redis;
 pub use connector::{Connector, Raw};
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]

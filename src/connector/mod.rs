@@ -9,7 +9,7 @@ use crate::dial::Stream;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 #[cfg(feature = "redis")]
-pub mod redis;
+pub(crate) mod redis;
 
 /// Turns a dialed stream into a pooled connection, and checks one before it is reused.
 ///
@@ -126,17 +126,6 @@ impl Connector for Raw {
     }
 
     async fn check(&self, conn: &mut Stream) -> io::Result<()> {
-        match conn.peek_idle() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the peer closed the connection while it was idle",
-            )),
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "an idle connection has unread bytes: a previous user left a reply half read",
-            )),
-        }
+        conn.check_idle()
     }
 }

@@ -1,26 +1,4 @@
-//! redis: a [`Connector`](crate::Connector) for redis-rs's `MultiplexedConnection`.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use redis::AsyncCommands;
-//!
-//! let pool = multiloop::redis::pool("redis://:secret@127.0.0.1:6379/0")?.max_size(16).build()?;
-//! let mut conn = pool.get().await?;
-//! let _: () = conn.set("greeting", "hello").await?;
-//! let value: String = conn.get("greeting").await?;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # Protected mode
-//!
-//! redis-server 7.0 with `protected-mode yes` (the default) and no password for the default
-//! user accepts connections only from 127.0.0.1 and `::1`. From any other source, which is what
-//! multiloop dials from, it answers `-DENIED` and closes, and redis-rs reports only a broken
-//! pipe. This connector recognizes it and returns [`Error::ProtectedMode`], which names the
-//! refused source and the fix: a password or ACL user, or `protected-mode no` on a
-//! loopback-only bind. [`Connector::fallback_to_localhost`] dials from 127.0.0.1 instead, with a
-//! loud warning; the default is to fail. Later redis versions treat all of 127.0.0.0/8 as local.
+//! The redis connector (public as `multiloop::redis`, see `src/redis.rs` for its docs).
 
 use std::fmt;
 use std::io;
@@ -33,9 +11,8 @@ use rs::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::connector::Stream;
+use crate::dial::{Stream, Target};
 use crate::error::ConfigError;
-use crate::pool::{Pool, PoolBuilder};
 
 /// Pools redis connections: each is a `redis::aio::MultiplexedConnection` over a stream from
 /// multiloop's dialer, authenticated and on the database from its connection info.
@@ -43,7 +20,9 @@ pub struct Connector {
     info: rs::RedisConnectionInfo,
     response_timeout: Option<Duration>,
     fallback_to_localhost: bool,
-    warned: AtomicBool,
+    /// Set once redis refused a spread source for protected mode, with the fallback on: new
+    /// connections are then dialed from 127.0.0.1.
+    denied: AtomicBool,
 }
 
 impl Connector {
@@ -53,7 +32,7 @@ impl Connector {
             info,
             response_timeout: None,
             fallback_to_localhost: false,
-            warned: AtomicBool::new(false),
+            denied: AtomicBool::new(false),
         }
     }
 
@@ -67,10 +46,11 @@ impl Connector {
         Ok(Connector::new(info.redis_settings().clone()))
     }
 
-    /// When redis refuses the dialed source because of protected mode, dial again from
-    /// 127.0.0.1 and log one warning, instead of failing. Default: off. The pool then has one
-    /// source address's ports (28,232), as without multiloop; fix the server's configuration
-    /// instead where you can.
+    /// When redis refuses the dialed source because of protected mode, dial from 127.0.0.1
+    /// from then on (the pool redials the refused connection once, through its dialer) and log
+    /// one warning, instead of failing. Default: off. The pool then has one source address's
+    /// ports (28,232), as without multiloop; fix the server's configuration instead where you
+    /// can.
     pub fn fallback_to_localhost(mut self, on: bool) -> Connector {
         self.fallback_to_localhost = on;
         self
@@ -108,27 +88,29 @@ impl fmt::Debug for Connector {
     }
 }
 
-/// A pool builder for the redis at `url` (`redis://…` or `redis+unix://…`): the target and the
-/// connector both come from it.
+/// The target and connector of a `redis://…` or `redis+unix://…` URL.
 ///
 /// # Errors
 ///
 /// A [`ConfigError`] naming `url` when it does not parse or names neither a TCP address nor a
 /// unix socket.
-pub fn pool(url: &str) -> Result<PoolBuilder<Connector>, ConfigError> {
+pub(crate) fn target_and_connector(url: &str) -> Result<(Target, Connector), ConfigError> {
     let info = parse_url(url)?;
     let connector = Connector::new(info.redis_settings().clone());
-    match info.addr() {
+    let target = match info.addr() {
         rs::ConnectionAddr::Tcp(host, port) => {
-            Ok(Pool::builder((host.as_str(), *port)).connector(connector))
+            crate::dial::IntoTarget::into_target((host.as_str(), *port))?
         }
         #[cfg(unix)]
-        rs::ConnectionAddr::Unix(path) => Ok(Pool::builder_unix(path.clone()).connector(connector)),
-        _ => Err(ConfigError::new(
-            "url",
-            "only redis:// and redis+unix:// URLs are supported",
-        )),
-    }
+        rs::ConnectionAddr::Unix(path) => Target::Unix(path.clone()),
+        _ => {
+            return Err(ConfigError::new(
+                "url",
+                "only redis:// and redis+unix:// URLs are supported",
+            ));
+        }
+    };
+    Ok((target, connector))
 }
 
 fn parse_url(url: &str) -> Result<rs::ConnectionInfo, ConfigError> {
@@ -173,12 +155,14 @@ impl fmt::Display for Error {
     }
 }
 
+/// The inner error is part of `Display`, so `source()` continues from the inner error's own
+/// source: each cause is printed once.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::ProtectedMode { .. } => None,
-            Error::Redis(e) => Some(e),
-            Error::Io(e) => Some(e),
+            Error::Redis(e) => e.source(),
+            Error::Io(e) => e.source(),
         }
     }
 }
@@ -242,10 +226,7 @@ impl crate::Connector for Connector {
             && !exempt_from_protected_mode(source)
             && denied(&mut tcp).await?
         {
-            if !self.fallback_to_localhost {
-                return Err(Error::ProtectedMode { source, target });
-            }
-            if !self.warned.swap(true, Ordering::Relaxed) {
+            if self.fallback_to_localhost && !self.denied.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     %target,
                     refused = %source,
@@ -254,8 +235,8 @@ impl crate::Connector for Connector {
                      Set a password or `protected-mode no` (on a loopback-only bind) to spread."
                 );
             }
-            tcp = TcpStream::connect(target).await?;
-            tcp.set_nodelay(true)?;
+            // With the fallback on, the pool sees `source()` change and redials from there.
+            return Err(Error::ProtectedMode { source, target });
         }
         self.handshake(Stream::Tcp(tcp)).await.map_err(|e| match e {
             Error::Redis(ref r) if r.to_string().contains("DENIED") => {
@@ -263,6 +244,12 @@ impl crate::Connector for Connector {
             }
             e => e,
         })
+    }
+
+    /// 127.0.0.1 once protected mode refused a spread source and the fallback is on.
+    fn source(&self) -> Option<IpAddr> {
+        (self.fallback_to_localhost && self.denied.load(Ordering::Relaxed))
+            .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
     async fn check(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {

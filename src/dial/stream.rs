@@ -43,8 +43,25 @@ impl Stream {
         }
     }
 
+    /// Checks an idle stream without a round trip: end-of-stream means the peer closed it, and
+    /// unread bytes mean a previous user left a reply (half) unread.
+    pub(crate) fn check_idle(&self) -> io::Result<()> {
+        match self.peek_idle() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection while it was idle",
+            )),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an idle connection has unread bytes: a previous user left a reply half read",
+            )),
+        }
+    }
+
     /// Peeks one byte without blocking: `WouldBlock` is the healthy answer for an idle stream.
-    pub(crate) fn peek_idle(&self) -> io::Result<usize> {
+    fn peek_idle(&self) -> io::Result<usize> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 1];
         // Both streams are non-blocking, so this returns at once.
         match self {
