@@ -164,6 +164,25 @@ mod redis_tests {
             );
             conns.push(conn);
         }
+        // The fallback dials once per connection, through the pool's dialer: one refused spread
+        // dial, then one dial from 127.0.0.1 for each connection.
+        assert_eq!(pool.dialer().stats().dials_ok, 4);
+        let mut info_conn = conns.pop().unwrap();
+        let info: String = ::redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut *info_conn)
+            .await
+            .unwrap();
+        let received: usize = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received in INFO stats");
+        // The server also saw its readiness probe from the test support.
+        assert!(
+            (4..=5).contains(&received),
+            "4 handshakes from the pool, {received} at the server"
+        );
         let warnings: Vec<String> = logs
             .events()
             .into_iter()
@@ -307,6 +326,8 @@ async fn raw_over_a_unix_socket_and_a_dead_socket_is_refused() {
         .unwrap();
     assert!(line.starts_with("VERSION "), "{line}");
     drop(conn);
+    // Unix dials go through the dialer too, counted there.
+    assert_eq!(pool.dialer().stats().dials_ok, 1);
 
     let gone = Pool::builder_unix(server.path.with_file_name("nobody-here.sock"))
         .build()
@@ -315,6 +336,12 @@ async fn raw_over_a_unix_socket_and_a_dead_socket_is_refused() {
     let dial = err.dial_error().expect("a dial error");
     assert_eq!(dial.kind(), multiloop::DialErrorKind::Refused, "{err}");
     assert!(err.to_string().contains("nobody-here.sock"), "{err}");
+    assert_eq!(
+        gone.dialer().stats().failures.refused,
+        1,
+        "{:?}",
+        gone.dialer().stats()
+    );
 }
 
 #[cfg(feature = "hyper")]

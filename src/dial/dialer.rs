@@ -160,7 +160,13 @@ impl Dialer {
                 .await
                 .map(Stream::Tcp),
             #[cfg(unix)]
-            Target::Unix(path) => super::unix::connect(path, self.inner.connect_timeout).await,
+            Target::Unix(path) => {
+                let dialed = super::unix::connect(path, self.inner.connect_timeout).await;
+                if dialed.is_ok() {
+                    self.inner.counters.record_ok_unaddressed();
+                }
+                dialed
+            }
         };
         self.finish(result)
     }

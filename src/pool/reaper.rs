@@ -13,19 +13,21 @@ use crate::connector::Connector;
 use crate::telemetry::ports;
 use crate::telemetry::report::ReportKind;
 
-/// How often the reaper wakes: a quarter of the shortest lifetime it enforces, within
-/// 50 ms to 1 s.
+/// How often the reaper wakes: a quarter of the shortest lifetime it enforces, or the report
+/// window if shorter (so that a window's summary comes soon after it ends), within 50 ms to
+/// 1 s.
 fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
     let lifetimes = inner.supply.lifetimes;
     [
-        lifetimes.idle_timeout,
-        lifetimes.max_lifetime,
-        inner.leak_threshold,
+        lifetimes.idle_timeout.map(|d| d / 4),
+        lifetimes.max_lifetime.map(|d| d / 4),
+        inner.leak_threshold.map(|d| d / 4),
+        Some(inner.reporter.window()),
     ]
     .into_iter()
     .flatten()
     .min()
-    .map_or(Duration::from_secs(1), |d| d / 4)
+    .unwrap_or(Duration::from_secs(1))
     .clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 

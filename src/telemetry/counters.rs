@@ -21,7 +21,7 @@ pub const DISTINCT_SOURCES_CAP: usize = 16_384;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DialStats {
-    /// Connections established.
+    /// Connections established, TCP and unix.
     pub dials_ok: u64,
     /// Failed `connect` calls by the kind of their final error.
     pub failures: FailureCounts,
@@ -95,6 +95,11 @@ impl DialCounters {
         if distinct.len() >= DISTINCT_SOURCES_CAP {
             self.distinct_full.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// A connection with no source address to count (a unix socket).
+    pub(crate) fn record_ok_unaddressed(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_failure(&self, kind: DialErrorKind) {

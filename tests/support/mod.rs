@@ -6,6 +6,8 @@
 //! binary fails the test instead.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

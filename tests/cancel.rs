@@ -1,0 +1,286 @@
+//! Callers that give up must cost nothing. Gets are cancelled by timeouts at random points and
+//! requests are abandoned mid-flight; every assertion counts at the server (handshakes
+//! accepted, sockets open at once) or at the client's socket table, not only in the pool.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use multiloop::{Connector, Pool, Stream, ports};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::servers::{Counting, Reply};
+
+/// Waits up to 10 s for `cond`; asserts the outcome, never the time taken.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A connector whose handshake takes `delay`, counting handshakes in progress.
+#[derive(Clone)]
+struct SlowHandshake {
+    delay: Duration,
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl SlowHandshake {
+    fn new(delay: Duration) -> SlowHandshake {
+        SlowHandshake {
+            delay,
+            now: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+}
+
+impl Connector for SlowHandshake {
+    type Conn = Stream;
+    type Error = std::io::Error;
+
+    async fn connect(&self, stream: Stream) -> std::io::Result<Stream> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(stream)
+    }
+
+    async fn check(&self, conn: &mut Stream) -> std::io::Result<()> {
+        multiloop::Raw.check(conn).await
+    }
+}
+
+/// A cheap random number for budgets, without a dependency.
+fn budget_us(seed: &mut u64, max: u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed % max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_cancelled_at_random_points_cost_no_handshake_and_no_socket_past_the_cap() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = Pool::builder(server.addr).max_size(8).build().unwrap();
+    let stop = Instant::now() + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for t in 0..256u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (t + 1);
+            let mut got = 0u64;
+            // Bounded in count and time.
+            for _ in 0..20_000 {
+                if Instant::now() >= stop {
+                    break;
+                }
+                let budget = Duration::from_micros(budget_us(&mut seed, 900));
+                if let Ok(Ok(conn)) = tokio::time::timeout(budget, pool.get()).await {
+                    got += 1;
+                    tokio::task::yield_now().await;
+                    drop(conn);
+                }
+            }
+            got
+        }));
+    }
+    let mut got = 0;
+    for t in tasks {
+        got += t.await.unwrap();
+    }
+    eventually("every dial finished", || pool.status().dialing == 0).await;
+    let stats = pool.stats();
+    let seen = server.seen.accepted();
+    assert!(got > 0, "some gets succeeded");
+    assert_eq!(
+        seen as u64, stats.created,
+        "every handshake the server saw is a created connection: {stats:?}"
+    );
+    assert!(
+        server.seen.peak() <= 8,
+        "at most max_size sockets were ever open at the server: {}",
+        server.seen.peak()
+    );
+    let tw = ports::snapshot(server.addr, None).unwrap().time_wait();
+    assert!(
+        tw as u64 <= stats.closed.total(),
+        "TIME_WAIT ({tw}) comes only from counted closes ({:?})",
+        stats.closed
+    );
+    assert!(stats.created <= 8 + stats.closed.total(), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_storm_on_a_slow_handshake_dials_at_most_max_size() {
+    let server = Counting::start(Reply::Silent).await;
+    let connector = SlowHandshake::new(Duration::from_millis(20));
+    let pool = Pool::builder(server.addr)
+        .connector(connector.clone())
+        .max_size(8)
+        .build()
+        .unwrap();
+    let gets = (0..1_000).map(|_| tokio::time::timeout(Duration::from_millis(2), pool.get()));
+    let outcomes = futures_util::future::join_all(gets).await;
+    let timed_out = outcomes.iter().filter(|o| o.is_err()).count();
+    assert!(
+        timed_out > 900,
+        "the handshake outlasts the budget: {timed_out}"
+    );
+    eventually("every dial finished", || pool.status().dialing == 0).await;
+    let stats = pool.stats();
+    assert_eq!(server.seen.accepted() as u64, stats.created, "{stats:?}");
+    assert!(stats.created <= 8, "no more dials than the cap: {stats:?}");
+    assert!(
+        stats.abandoned > 0,
+        "dials outlived their callers: {stats:?}"
+    );
+    assert_eq!(stats.closed.total(), 0, "nothing dialed was thrown away");
+    assert_eq!(pool.status().size as u64, stats.created, "they are pooled");
+    // The next caller takes one of them: no new handshake.
+    let before = server.seen.accepted();
+    let conn = pool.get().await.unwrap();
+    drop(conn);
+    assert_eq!(server.seen.accepted(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_in_progress_stay_under_max_concurrent_dials() {
+    let server = Counting::start(Reply::Silent).await;
+    let connector = SlowHandshake::new(Duration::from_millis(10));
+    let pool = Pool::builder(server.addr)
+        .connector(connector.clone())
+        .max_size(32)
+        .max_concurrent_dials(2)
+        .build()
+        .unwrap();
+    let held = futures_util::future::join_all((0..32).map(|_| pool.get())).await;
+    assert!(held.iter().all(Result::is_ok));
+    assert_eq!(server.seen.accepted(), 32);
+    let peak = connector.peak.load(Ordering::SeqCst);
+    assert!(peak <= 2, "at most 2 handshakes at once, saw {peak}");
+    assert!(pool.set_max_concurrent_dials(0).is_err());
+}
+
+/// Reads one line through the `Conn`, byte by byte, so that nothing past it is consumed.
+async fn read_line(conn: &mut multiloop::Conn<multiloop::Raw>) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    loop {
+        let b = conn.read_u8().await?;
+        if b == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+        line.push(b);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_in_flight_never_reaches_the_next_caller() {
+    let server = Counting::start(Reply::Echo(Duration::from_millis(2))).await;
+    let pool = Pool::builder(server.addr).max_size(4).build().unwrap();
+    let mismatches = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (pool, mismatches, answered) = (pool.clone(), mismatches.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seed = 0xDEAD_BEEF ^ (t + 7);
+            for i in 0..60u64 {
+                let Ok(mut conn) = pool.get().await else {
+                    continue;
+                };
+                let id = format!("{t}-{i}");
+                let budget = Duration::from_micros(budget_us(&mut seed, 4_000));
+                let request = async {
+                    conn.write_all(format!("req-{id}\n").as_bytes()).await?;
+                    read_line(&mut conn).await
+                };
+                if let Ok(Ok(reply)) = tokio::time::timeout(budget, request).await {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if reply != format!("reply-{id}") {
+                        mismatches.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = pool.stats();
+    assert!(answered.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        mismatches.load(Ordering::SeqCst),
+        0,
+        "a stale reply reached a caller"
+    );
+    assert!(
+        stats.closed.in_flight > 0,
+        "Raw cannot recover, so cancelled requests close: {stats:?}"
+    );
+    eventually("closes reach the server", || {
+        server.seen.accepted() - server.seen.open() == pool.stats().closed.total() as usize
+    })
+    .await;
+}
+
+#[cfg(feature = "memcached")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_recovers_cancelled_requests_instead_of_redialing() {
+    let server = Counting::start(Reply::SlowMemcached(Duration::from_millis(3))).await;
+    let pool = Pool::builder(server.addr)
+        .connector(multiloop::memcached::Connector)
+        .max_size(4)
+        .build()
+        .unwrap();
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (pool, wrong, answered) = (pool.clone(), wrong.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seed = 0xC0FFEE ^ (t + 3);
+            for i in 0..60u64 {
+                let Ok(mut conn) = pool.get().await else {
+                    continue;
+                };
+                let key = format!("k{t}x{i}");
+                let budget = Duration::from_micros(budget_us(&mut seed, 6_000));
+                if let Ok(Ok(value)) = tokio::time::timeout(budget, conn.get(&key)).await {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if value != key.as_bytes() {
+                        wrong.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eventually("recoveries finished", || pool.status().in_use == 0).await;
+    let stats = pool.stats();
+    assert!(answered.load(Ordering::SeqCst) > 0, "{stats:?}");
+    assert_eq!(
+        wrong.load(Ordering::SeqCst),
+        0,
+        "a stale value reached a caller"
+    );
+    assert!(
+        stats.recovered > 0,
+        "cancelled requests were recovered: {stats:?}"
+    );
+    assert_eq!(stats.closed.in_flight, 0, "none had to close: {stats:?}");
+    assert!(
+        server.seen.accepted() <= 4,
+        "no dial storm: {}",
+        server.seen.accepted()
+    );
+    assert_eq!(server.seen.accepted() as u64, stats.created);
+}
