@@ -77,7 +77,8 @@
 //!
 //! # Features
 //!
-//! - `memcached`: [`memcached::Connector`], on memcache-async.
+//! - `memcached`: [`memcached::Connector`], memcached's text protocol, buffered and
+//!   cancellation-aware.
 //! - `redis`: [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`,
 //!   with protected-mode detection.
 //! - `hyper`: [`Dialer`] as a `tower_service::Service<http::Uri>`, a connector for hyper-util's

@@ -26,7 +26,9 @@
 //!     .await?;
 //! ```
 //!
-//! Only plain `http://` URIs are dialed; TLS goes on top, as with hyper-util's `HttpConnector`.
+//! Any URI's host and port is dialed over plain TCP (port 80 for `http`, 443 for `https` when the
+//! URI has none), as hyper-util's `HttpConnector` does with `enforce_http(false)`; TLS, where the
+//! scheme asks for it, is a connector layered on top.
 
 use std::future::Future;
 use std::io;
