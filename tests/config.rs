@@ -123,3 +123,33 @@ fn the_platform_routes_127_slash_8_here() {
         assert!(dialer.bind_address_no_port());
     }
 }
+
+/// Every cause in an error chain, as a chain printer (anyhow, eyre) would print it.
+fn chain(err: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push(e.to_string());
+        next = e.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn errors_show_their_cause_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let dial = multiloop::connect(addr).await.unwrap_err();
+    let os = dial.io_error().to_string();
+    let pool = multiloop::Pool::builder(addr).build().unwrap();
+    let get = pool.get().await.unwrap_err();
+    let config = Dialer::builder().max_attempts(0).build().unwrap_err();
+    for printed in [chain(&dial), chain(&get), chain(&config)] {
+        let all = printed.join(": ");
+        let times = |needle: &str| all.matches(needle).count();
+        assert!(times(&os) <= 1, "the OS error appears once: {printed:#?}");
+        assert!(times("connection refused") <= 1, "{printed:#?}");
+    }
+    assert!(chain(&dial)[0].contains(&os), "Display says what happened");
+}

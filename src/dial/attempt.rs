@@ -62,7 +62,7 @@ impl Dialer {
         };
         let mut tried: Vec<IpAddr> = Vec::new();
         let mut last_exhausted: Option<io::Error> = None;
-        while tried.len() < inner.max_attempts as usize {
+        while tried.len() < inner.opts.max_attempts as usize {
             let Some(source) = self.pick(&candidates, &tried) else {
                 break;
             };
@@ -93,7 +93,7 @@ impl Dialer {
                     let attempts = tried.len() as u32;
                     let err = io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("no connection within {:?}", inner.connect_timeout),
+                        format!("no connection within {:?}", inner.opts.connect_timeout),
                     );
                     return Err(DialError::new(
                         DialErrorKind::Timeout,
@@ -143,14 +143,14 @@ impl Dialer {
     /// The sources that can reach `target`: members of its family and scope.
     pub(super) fn candidates(&self, target: SocketAddr) -> Result<Candidates<'_>, DialError> {
         let class = Class::of(target.ip());
-        let blocks = self.inner.sources.class(class);
+        let blocks = self.inner.opts.sources.class(class);
         if blocks.len() > 0 {
             return Ok(Candidates::Set(blocks));
         }
         if class == Class::V6Loopback {
             return Ok(Candidates::Only(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         }
-        let sources = &self.inner.sources;
+        let sources = &self.inner.opts.sources;
         let why = if class.is_loopback() {
             format!(
                 "target {target} is IPv4 loopback but the sources ({sources}) hold no IPv4 \
@@ -190,7 +190,7 @@ impl Dialer {
         if len == 0 {
             return None;
         }
-        let start = match inner.strategy {
+        let start = match inner.opts.strategy {
             Strategy::RoundRobin => inner.next.fetch_add(1, Ordering::Relaxed) % len,
             Strategy::Random => rand::random_range(0..len),
         };
@@ -222,18 +222,18 @@ impl Dialer {
         let inner = &*self.inner;
         let before_bind = |e| (e, false);
         let socket = new_nonblocking_socket(target).map_err(before_bind)?;
-        if inner.nodelay {
+        if inner.opts.nodelay {
             socket.set_tcp_nodelay(true).map_err(before_bind)?;
         }
-        if let Some(idle) = inner.keepalive {
+        if let Some(idle) = inner.opts.keepalive {
             socket
                 .set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))
                 .map_err(before_bind)?;
         }
-        if inner.no_port {
+        if inner.opts.no_port {
             sockopt::set_bind_address_no_port(&socket, true).map_err(before_bind)?;
         }
-        if let Some((lo, hi)) = inner.port_range {
+        if let Some((lo, hi)) = inner.opts.port_range {
             sockopt::set_local_port_range(&socket, lo, hi).map_err(before_bind)?;
         }
         socket

@@ -67,18 +67,10 @@ pub(super) struct Options {
 }
 
 pub(super) struct Inner {
-    pub(super) sources: SourceSet,
-    pub(super) strategy: Strategy,
+    pub(super) opts: Options,
     pub(super) next: AtomicU64,
     pub(super) quarantine: Quarantine,
     pub(super) counters: DialCounters,
-    pub(super) connect_timeout: Duration,
-    pub(super) nodelay: bool,
-    pub(super) keepalive: Option<Duration>,
-    pub(super) no_port: bool,
-    pub(super) port_range: Option<(u16, u16)>,
-    pub(super) max_attempts: u32,
-    fell_back: bool,
     reporter: Reporter<DialErrorKind>,
 }
 
@@ -110,16 +102,8 @@ impl Dialer {
                 next: AtomicU64::new(rand::random()),
                 quarantine: Quarantine::new(o.quarantine),
                 counters: DialCounters::default(),
-                sources: o.sources,
-                strategy: o.strategy,
-                connect_timeout: o.connect_timeout,
-                nodelay: o.nodelay,
-                keepalive: o.keepalive,
-                no_port: o.no_port,
-                port_range: o.port_range,
-                max_attempts: o.max_attempts,
-                fell_back: o.fell_back,
                 reporter: Reporter::new(DEFAULT_REPORT_WINDOW),
+                opts: o,
             }),
         }
     }
@@ -161,7 +145,7 @@ impl Dialer {
                 .map(Stream::Tcp),
             #[cfg(unix)]
             Target::Unix(path) => {
-                let dialed = super::unix::connect(path, self.inner.connect_timeout).await;
+                let dialed = super::unix::connect(path, self.inner.opts.connect_timeout).await;
                 if dialed.is_ok() {
                     self.inner.counters.record_ok_unaddressed();
                 }
@@ -184,7 +168,7 @@ impl Dialer {
         addr: A,
         pinned: Option<IpAddr>,
     ) -> Result<TcpStream, DialError> {
-        let timeout = self.inner.connect_timeout;
+        let timeout = self.inner.opts.connect_timeout;
         // One deadline for the lookup and every address: a silent resolver costs one timeout.
         let deadline = Instant::now() + timeout;
         let targets = match tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await {
@@ -295,27 +279,27 @@ impl Dialer {
     /// The sources this dialer binds: the configured set, or 127.0.0.1 alone after a
     /// [`Fallback::Localhost`](crate::Fallback::Localhost).
     pub fn sources(&self) -> &SourceSet {
-        &self.inner.sources
+        &self.inner.opts.sources
     }
 
     /// Whether the build fell back to 127.0.0.1 because the platform does not route the set.
     pub fn fell_back(&self) -> bool {
-        self.inner.fell_back
+        self.inner.opts.fell_back
     }
 
     /// Whether sockets are bound with `IP_BIND_ADDRESS_NO_PORT`: asked for and supported.
     pub fn bind_address_no_port(&self) -> bool {
-        self.inner.no_port
+        self.inner.opts.no_port
     }
 
     /// The per-socket ephemeral port range, if one is set.
     pub fn local_port_range(&self) -> Option<RangeInclusive<u16>> {
-        self.inner.port_range.map(|(lo, hi)| lo..=hi)
+        self.inner.opts.port_range.map(|(lo, hi)| lo..=hi)
     }
 
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
-        self.inner.connect_timeout
+        self.inner.opts.connect_timeout
     }
 }
 
@@ -323,15 +307,15 @@ impl fmt::Debug for Dialer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("Dialer")
-            .field("sources", &inner.sources)
-            .field("strategy", &inner.strategy)
-            .field("connect_timeout", &inner.connect_timeout)
-            .field("nodelay", &inner.nodelay)
-            .field("keepalive", &inner.keepalive)
-            .field("bind_address_no_port", &inner.no_port)
+            .field("sources", &inner.opts.sources)
+            .field("strategy", &inner.opts.strategy)
+            .field("connect_timeout", &inner.opts.connect_timeout)
+            .field("nodelay", &inner.opts.nodelay)
+            .field("keepalive", &inner.opts.keepalive)
+            .field("bind_address_no_port", &inner.opts.no_port)
             .field("local_port_range", &self.local_port_range())
-            .field("max_attempts", &inner.max_attempts)
-            .field("fell_back", &inner.fell_back)
+            .field("max_attempts", &inner.opts.max_attempts)
+            .field("fell_back", &inner.opts.fell_back)
             .finish_non_exhaustive()
     }
 }

@@ -195,27 +195,11 @@ impl<C: Connector> Supply<C> {
             if let Some(slot) = self.take_stashed() {
                 return Ok(slot);
             }
-            let socket = match self.sockets.try_acquire() {
-                Some(p) => p,
-                None => tokio::select! {
-                    biased;
-                    p = self.sockets.acquire() => match p {
-                        Some(p) => p,
-                        None => return Err(closed()),
-                    },
-                    () = &mut arrived => continue,
-                },
+            let Some(socket) = permit_unless_arrived(&self.sockets, arrived.as_mut()).await? else {
+                continue;
             };
-            let dial = match self.dials.try_acquire() {
-                Some(p) => p,
-                None => tokio::select! {
-                    biased;
-                    p = self.dials.acquire() => match p {
-                        Some(p) => p,
-                        None => return Err(closed()),
-                    },
-                    () = &mut arrived => continue,
-                },
+            let Some(dial) = permit_unless_arrived(&self.dials, arrived.as_mut()).await? else {
+                continue;
             };
             break (socket, dial);
         };
@@ -321,6 +305,17 @@ impl<C: Connector> Supply<C> {
     }
 }
 
-fn closed<E>() -> CreateError<E> {
-    CreateError::Closed
+/// A permit of `gate`, or `None` if a connection lands in the stash first.
+async fn permit_unless_arrived<E>(
+    gate: &Arc<Gate>,
+    arrived: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) -> Result<Option<GatePermit>, CreateError<E>> {
+    if let Some(p) = gate.try_acquire() {
+        return Ok(Some(p));
+    }
+    tokio::select! {
+        biased;
+        p = gate.acquire() => p.map(Some).ok_or(CreateError::Closed),
+        () = arrived => Ok(None),
+    }
 }
