@@ -168,6 +168,51 @@ async fn dials_in_progress_stay_under_max_concurrent_dials() {
     assert!(pool.set_max_concurrent_dials(0).is_err());
 }
 
+/// A connector whose handshake takes 5 ms and fails every other time.
+struct Flaky(AtomicUsize);
+
+impl Connector for Flaky {
+    type Conn = Stream;
+    type Error = std::io::Error;
+
+    async fn connect(&self, stream: Stream) -> std::io::Result<Stream> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if self.0.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            return Err(std::io::Error::other("handshake refused"));
+        }
+        Ok(stream)
+    }
+
+    async fn check(&self, conn: &mut Stream) -> std::io::Result<()> {
+        multiloop::Raw.check(conn).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dial_ends_as_a_connection_or_a_counted_failure() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = Pool::builder(server.addr)
+        .connector(Flaky(AtomicUsize::new(0)))
+        .max_size(8)
+        .build()
+        .unwrap();
+    let mut seed = 0x5EED;
+    for _ in 0..300 {
+        let budget = Duration::from_micros(budget_us(&mut seed, 8_000));
+        if let Ok(Ok(conn)) = tokio::time::timeout(budget, pool.get()).await {
+            drop(conn);
+        }
+    }
+    eventually("every dial finished", || pool.status().dialing == 0).await;
+    let stats = pool.stats();
+    assert!(stats.create_errors > 0 && stats.created > 0, "{stats:?}");
+    assert_eq!(
+        server.seen.accepted() as u64,
+        stats.created + stats.create_errors,
+        "each handshake is a connection or a counted failure: {stats:?}"
+    );
+}
+
 /// Reads one line through the `Conn`, byte by byte, so that nothing past it is consumed.
 async fn read_line(conn: &mut multiloop::Conn<multiloop::Raw>) -> std::io::Result<String> {
     let mut line = Vec::new();

@@ -264,6 +264,9 @@ impl<C: Connector> Supply<C> {
             Ok(Err(e)) => Err(e),
             Err(_elapsed) => Err(CreateError::Timeout),
         };
+        if result.is_err() {
+            self.counters.create_errors.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(Ok(slot)) = tx.send(result) {
             self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
             self.stash(slot);

@@ -159,6 +159,10 @@ pub struct PoolStats {
     pub create_failed: u64,
     /// Connections created: dialed and set up by the connector.
     pub created: u64,
+    /// Dials and handshakes that failed (or outlasted the create timeout), counted where they
+    /// ran, whether or not the get that started them still waited. With `created`, this
+    /// accounts for every dial the pool started.
+    pub create_errors: u64,
     /// Dials that finished after the get that started them had gone (timed out or cancelled).
     /// Their connections went to the pool as idle: a cancelled get costs no handshake.
     pub abandoned: u64,
@@ -244,6 +248,7 @@ pub(crate) struct PoolCounters {
     pub(crate) closed_gets: AtomicU64,
     pub(crate) create_failed: AtomicU64,
     pub(crate) created: AtomicU64,
+    pub(crate) create_errors: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) recovered: AtomicU64,
     closed: [AtomicU64; 5],
@@ -267,6 +272,7 @@ impl PoolCounters {
             closed_gets: load(&self.closed_gets),
             create_failed: load(&self.create_failed),
             created: load(&self.created),
+            create_errors: load(&self.create_errors),
             abandoned: load(&self.abandoned),
             recovered: load(&self.recovered),
             closed: ClosedCounts {
