@@ -177,7 +177,7 @@ impl Connector for Flaky {
 
     async fn connect(&self, stream: Stream) -> std::io::Result<Stream> {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if self.0.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             return Err(std::io::Error::other("handshake refused"));
         }
         Ok(stream)
