@@ -18,7 +18,7 @@ use multiloop::{Dialer, SourceSet};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-const PORTS: std::ops::RangeInclusive<u16> = 40_000..=40_049;
+const PORTS: std::ops::RangeInclusive<u16> = 52_000..=52_049;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

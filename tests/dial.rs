@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use support::Acceptor;
 
 /// A per-socket range of 50 ports inside the system range: exhaustion after about 50 dials.
-const RANGE: std::ops::RangeInclusive<u16> = 40_000..=40_049;
+const RANGE: std::ops::RangeInclusive<u16> = support::blocks::DIAL;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -208,7 +208,7 @@ async fn without_no_port_bind_fails_with_eaddrinuse() {
     let acceptor = Acceptor::start("127.0.0.1").await;
     let dialer = Dialer::builder()
         .sources(SourceSet::from_addrs([fresh(61, 2)]).unwrap())
-        .local_port_range(40_100..=40_149)
+        .local_port_range(support::blocks::PLAIN_BIND)
         .bind_address_no_port(false)
         .build()
         .unwrap();
@@ -431,13 +431,13 @@ async fn keepalive_is_set_when_asked() {
 #[tokio::test]
 async fn a_plain_bind_reserves_its_port_for_every_source() {
     let acceptor = Acceptor::start("127.0.0.1").await;
-    let port = 40_900;
+    let port = support::blocks::SINGLE;
     let plain = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     if plain
         .bind(&SocketAddr::from((fresh(72, 1), port)).into())
         .is_err()
     {
-        support::notice("SKIPPED: port 40900 is in use on this host");
+        support::notice(&format!("SKIPPED: port {port} is in use on this host"));
         return;
     }
     let dialer = Dialer::builder()

@@ -383,7 +383,7 @@ async fn a_server_closing_idle_connections_at_random_is_replaced_transparently()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_exhaustion_at_scale() {
     let acceptor = Acceptor::start("127.0.0.1").await;
-    let range = 45_000..=45_063;
+    let range = support::blocks::SCALE;
 
     // One address: fails quickly, typed.
     let one = Dialer::builder()

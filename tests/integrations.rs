@@ -257,6 +257,48 @@ mod memcached_tests {
     use super::*;
     use futures_util::StreamExt;
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_many_chunks_fans_out_and_reassembles_a_batch() {
+        let Some(server) = support::memcached() else {
+            return;
+        };
+        let pool = Pool::builder(server.addr)
+            .connector(multiloop::memcached::Connector)
+            .max_size(4)
+            .build()
+            .unwrap();
+        {
+            let mut conn = pool.get().await.unwrap();
+            for i in (0..5_000).step_by(2) {
+                conn.set(format!("b{i}"), format!("v{i}").as_bytes(), 0)
+                    .await
+                    .unwrap();
+            }
+            // Keys memcached would refuse are refused before anything is sent.
+            let bad = conn.get("has space").await.unwrap_err();
+            assert_eq!(bad.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(!conn.in_flight());
+        }
+        let keys = (0..5_000).map(|i| format!("b{i}"));
+        let batch = multiloop::memcached::get_many(&pool, keys, 300).await;
+        assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+        assert_eq!(batch.answered, 5_000);
+        assert_eq!(batch.values.len(), 2_500, "every other key was set");
+        assert_eq!(batch.values["b42"], b"v42");
+        assert!(pool.stats().created <= 4);
+
+        // A paused pool sheds every chunk, counted with its keys.
+        pool.pause();
+        let keys = (0..1_000).map(|i| format!("b{i}"));
+        let batch = multiloop::memcached::get_many(&pool, keys, 300).await;
+        let shed: usize = batch.failed.iter().map(|(n, _)| n).sum();
+        assert_eq!(shed, 1_000);
+        assert!(batch.failed.iter().all(|(_, e)| matches!(
+            e,
+            multiloop::memcached::Error::Pool(multiloop::PoolError::Paused)
+        )));
+    }
+
     #[tokio::test]
     async fn memcached_multi_get_through_the_pool() {
         let Some(server) = support::memcached() else {

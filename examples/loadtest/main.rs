@@ -153,6 +153,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The ports the crate's tests narrow their sockets to (tests/support, `blocks`).
+const TESTS_BLOCK: RangeInclusive<u16> = 60_000..=60_999;
+
 /// The mode's own block of ports: the range, shifted by its size once per mode before it.
 fn block_for(
     mode: Mode,
@@ -290,6 +293,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Creates the directories an output file goes in.
+fn create_parent(path: &std::path::Path) -> Result<(), String> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "could not create {} for {}: {e}",
+                dir.display(),
+                path.display()
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn run(args: Args) -> Result<std::process::ExitCode, String> {
     if !(args.rps > 0.0 && args.rps <= 1000.0) {
         return Err(format!(
@@ -356,6 +373,24 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
 
+    // No mode's block may reach the tests' ports: a plain bind reserves its port for every
+    // source address until its TIME_WAIT ends, so naive's leftovers would exhaust them.
+    for &mode in &modes {
+        if let Some(block) = block_for(mode, &settings.port_range)?
+            && block.start() <= TESTS_BLOCK.end()
+            && TESTS_BLOCK.start() <= block.end()
+        {
+            return Err(format!(
+                "the {} mode's ports, {}-{}, reach {}-{}, which the crate's tests use; pick a \
+                 --port-range whose three blocks stay clear of it (README, \"Port blocks\")",
+                mode.name(),
+                block.start(),
+                block.end(),
+                TESTS_BLOCK.start(),
+                TESTS_BLOCK.end()
+            ));
+        }
+    }
     // Every mode's block must lie within the system range, or its dialer would refuse it.
     if let Ok(system) = multiloop::ports::local_port_range() {
         for &mode in &modes {
@@ -402,11 +437,13 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
          them within about 60 s."
     );
     if let Some(path) = &args.json {
+        create_parent(path)?;
         std::fs::write(path, report::json(&summaries))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.svg {
+        create_parent(path)?;
         report::svg(path, &summaries).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }

@@ -1,29 +1,5 @@
-//! memcached: a [`Connector`](crate::Connector) for memcached's text protocol, written to be
-//! cancelled.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let pool = multiloop::Pool::builder("127.0.0.1:11211")
-//!     .connector(multiloop::memcached::Connector)
-//!     .build()?;
-//! let mut conn = pool.get().await?;
-//! conn.set("greeting", b"hello", 0).await?;
-//! let values = conn.get_multi(&["greeting", "missing"]).await?;
-//! assert_eq!(values.get("greeting").map(Vec::as_slice), Some(&b"hello"[..]));
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Each request is written with one `write` (a 500-key multi-get is one syscall, not one per
-//! key), and replies are read through a buffer the [`Protocol`] owns. So when a caller gives up
-//! mid-request, the protocol knows it: the pool does not hand that connection to the next
-//! caller, whose reply would be the stale one. Instead the connector
-//! [recovers](crate::Connector::recover) it off the caller's path: it finishes writing a
-//! half-written request, sends `version` behind it, and reads up to that reply, dropping what
-//! came before. A timeout storm against a slow memcached then costs no new dials.
-//!
-//! The [check](crate::Connector::check) on checkout is a non-blocking peek, no round trip: it
-//! catches a connection the server closed and one with stray bytes.
+//! The memcached connector (public as `multiloop::memcached`, see `src/memcached.rs` for its
+//! docs).
 
 use std::collections::HashMap;
 use std::fmt::Display;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::dial::Stream;
 #[cfg(feature = "memcached")]
-pub mod memcached;
+pub(crate) mod memcached;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

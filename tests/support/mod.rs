@@ -104,12 +104,30 @@ pub fn fresh_source(tag: u8, host: u8) -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, tag, run, host))
 }
 
-/// A dialer from `source` alone, with 50 ports per socket (40000-40049): it runs out of ports
-/// after about 50 churned dials.
+/// The port blocks the tests narrow their sockets to, all in 60000-60999. Nothing else in the
+/// project uses that block: the load-test harness refuses a `--port-range` whose blocks reach
+/// it, and the examples stay below it (README, "Port blocks"). A plain `bind(addr, 0)` reserves
+/// its port for every source address until its TIME_WAIT ends, so a harness run just before
+/// the tests could otherwise exhaust their ranges.
+pub mod blocks {
+    use std::ops::RangeInclusive;
+
+    /// 50 ports for `IP_BIND_ADDRESS_NO_PORT` exhaustion tests.
+    pub const DIAL: RangeInclusive<u16> = 60_000..=60_049;
+    /// 50 ports for the plain-bind test, which poisons them for everyone else.
+    pub const PLAIN_BIND: RangeInclusive<u16> = 60_100..=60_149;
+    /// 64 ports for exhaustion at scale.
+    pub const SCALE: RangeInclusive<u16> = 60_200..=60_263;
+    /// One port, for the test that a plain bind reserves its port for every source.
+    pub const SINGLE: u16 = 60_900;
+}
+
+/// A dialer from `source` alone, with 50 ports per socket ([`blocks::DIAL`]): it runs out of
+/// ports after about 50 churned dials.
 pub fn one_source_dialer(source: std::net::IpAddr) -> multiloop::Dialer {
     multiloop::Dialer::builder()
         .sources(multiloop::SourceSet::from_addrs([source]).unwrap())
-        .local_port_range(40_000..=40_049)
+        .local_port_range(blocks::DIAL)
         .build()
         .unwrap()
 }
