@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use multiloop::{DialErrorKind, PoolError, ports};
 use serde::{Deserialize, Serialize};
 
-/// How a key failed.
+/// How a key was not served: shed on purpose (`Saturated`, `Paused`: a bounded system
+/// refusing work it could not do in time) or failed (everything else).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrKind {
     PortsExhausted = 0,
@@ -18,6 +19,27 @@ pub enum ErrKind {
     Refused = 3,
     Saturated = 4,
     Other = 5,
+    Paused = 6,
+}
+
+/// How many kinds there are.
+pub const KINDS: usize = 7;
+
+impl ErrKind {
+    pub fn is_shed(self) -> bool {
+        matches!(self, ErrKind::Saturated | ErrKind::Paused)
+    }
+}
+
+/// How a batch request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every key served.
+    Served,
+    /// Some keys shed, none failed.
+    Shed,
+    /// Some key failed.
+    Failed,
 }
 
 impl ErrKind {
@@ -36,6 +58,7 @@ impl ErrKind {
             PoolError::Dial(d) => ErrKind::of_dial(d.kind()),
             PoolError::Timeout(_) => ErrKind::Timeout,
             PoolError::Saturated => ErrKind::Saturated,
+            PoolError::Paused => ErrKind::Paused,
             _ => ErrKind::Other,
         }
     }
@@ -54,10 +77,11 @@ pub struct Recorder {
     started: Instant,
     pub keys_ok: AtomicU64,
     pub requests_ok: AtomicU64,
+    pub requests_shed: AtomicU64,
     pub requests_failed: AtomicU64,
-    errors: [AtomicU64; 6],
-    /// Errors in each second of the run; the last slot takes everything later.
-    per_second: Vec<AtomicU64>,
+    errors: [AtomicU64; KINDS],
+    /// Errors of each kind in each second of the run; the last second takes everything later.
+    per_second: Vec<[AtomicU64; KINDS]>,
     /// Keys served in each second of the run.
     ok_per_second: Vec<AtomicU64>,
     requests_unfinished: AtomicU64,
@@ -71,9 +95,10 @@ impl Recorder {
             started: Instant::now(),
             keys_ok: AtomicU64::new(0),
             requests_ok: AtomicU64::new(0),
+            requests_shed: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
             errors: Default::default(),
-            per_second: (0..seconds.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            per_second: (0..seconds.max(1)).map(|_| Default::default()).collect(),
             ok_per_second: (0..seconds.max(1)).map(|_| AtomicU64::new(0)).collect(),
             requests_unfinished: AtomicU64::new(0),
             latencies_ms: Mutex::new(Vec::new()),
@@ -93,22 +118,29 @@ impl Recorder {
         (self.started.elapsed().as_secs() as usize).min(self.per_second.len() - 1)
     }
 
-    pub fn error(&self, kind: ErrKind) {
-        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
-        self.per_second[self.second()].fetch_add(1, Ordering::Relaxed);
+    /// `n` keys not served, of one kind.
+    pub fn errors(&self, kind: ErrKind, n: u64) {
+        self.errors[kind as usize].fetch_add(n, Ordering::Relaxed);
+        self.per_second[self.second()][kind as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn key_ok(&self) {
-        self.keys_ok.fetch_add(1, Ordering::Relaxed);
-        self.ok_per_second[self.second()].fetch_add(1, Ordering::Relaxed);
+        self.keys_ok_n(1);
     }
 
-    pub fn request(&self, ok: bool, took: Duration) {
-        if ok {
-            self.requests_ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.requests_failed.fetch_add(1, Ordering::Relaxed);
-        }
+    /// `n` keys served.
+    pub fn keys_ok_n(&self, n: u64) {
+        self.keys_ok.fetch_add(n, Ordering::Relaxed);
+        self.ok_per_second[self.second()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn request(&self, outcome: Outcome, took: Duration) {
+        let counter = match outcome {
+            Outcome::Served => &self.requests_ok,
+            Outcome::Shed => &self.requests_shed,
+            Outcome::Failed => &self.requests_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.latencies_ms
             .lock()
             .unwrap()
@@ -121,11 +153,13 @@ impl Recorder {
         self.requests_unfinished.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn errors_total(&self) -> u64 {
-        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+    /// Keys shed and keys failed so far.
+    pub fn shed_and_failed(&self) -> (u64, u64) {
+        let e = self.error_counts();
+        (e.shed(), e.failed())
     }
 
-    fn errors(&self) -> Errors {
+    fn error_counts(&self) -> Errors {
         let get = |k: ErrKind| self.errors[k as usize].load(Ordering::Relaxed);
         Errors {
             ports_exhausted: get(ErrKind::PortsExhausted),
@@ -134,6 +168,7 @@ impl Recorder {
             refused: get(ErrKind::Refused),
             other: get(ErrKind::Other),
             saturated: get(ErrKind::Saturated),
+            paused: get(ErrKind::Paused),
         }
     }
 
@@ -161,6 +196,8 @@ struct Samples {
     peak_rss_bytes: u64,
     /// TIME_WAIT sockets at the end of each second.
     time_wait: Vec<usize>,
+    /// Resident memory at the end of each second.
+    rss: Vec<u64>,
 }
 
 /// Samples sockets, threads and memory on a thread of its own, so that a runtime swamped by the
@@ -191,6 +228,11 @@ impl Sampler {
                 let (threads, rss) = process_status();
                 samples.peak_threads = samples.peak_threads.max(threads);
                 samples.peak_rss_bytes = samples.peak_rss_bytes.max(rss);
+                let second = started.elapsed().as_secs() as usize;
+                if samples.rss.len() <= second {
+                    samples.rss.resize(second + 1, rss);
+                }
+                samples.rss[second] = rss;
                 if stopping.load(Ordering::Relaxed) {
                     return samples;
                 }
@@ -227,16 +269,19 @@ pub struct Errors {
     pub refused: u64,
     pub other: u64,
     pub saturated: u64,
+    #[serde(default)]
+    pub paused: u64,
 }
 
 impl Errors {
-    pub fn total(&self) -> u64 {
-        self.ports_exhausted
-            + self.fd_limit
-            + self.timeout
-            + self.refused
-            + self.other
-            + self.saturated
+    /// Keys shed on purpose: a bounded system refusing work.
+    pub fn shed(&self) -> u64 {
+        self.saturated + self.paused
+    }
+
+    /// Keys that failed.
+    pub fn failed(&self) -> u64 {
+        self.ports_exhausted + self.fd_limit + self.timeout + self.refused + self.other
     }
 }
 
@@ -251,8 +296,17 @@ pub struct Latency {
 pub struct Point {
     pub second: usize,
     pub keys_ok: u64,
-    pub errors: u64,
+    /// Keys failed on ports or descriptors.
+    pub failed_ports: u64,
+    /// Keys failed on a timeout.
+    pub failed_timeout: u64,
+    /// Keys failed otherwise (refused, I/O).
+    pub failed_other: u64,
+    /// Keys shed (saturated, paused).
+    pub shed: u64,
     pub time_wait: usize,
+    /// Resident memory at the end of the second.
+    pub rss_bytes: u64,
 }
 
 /// One mode's summary, in the `--json` shape.
@@ -260,6 +314,8 @@ pub struct Point {
 pub struct ModeSummary {
     pub mode: String,
     pub requests_ok: u64,
+    #[serde(default)]
+    pub requests_shed: u64,
     pub requests_failed: u64,
     /// Requests still running when the drain ended; counted in `requests_failed` too.
     pub requests_unfinished: u64,
@@ -271,41 +327,88 @@ pub struct ModeSummary {
     pub peak_threads: usize,
     pub peak_rss_bytes: u64,
     pub first_error: Option<String>,
+    /// Set when the harness stopped the mode at its time limit: what was unfinished.
+    #[serde(default)]
+    pub stopped: Option<String>,
     pub timeline: Vec<Point>,
 }
 
 impl ModeSummary {
+    /// The summary of a mode the harness had to stop: nothing measured, and why.
+    pub fn stopped(mode: &str, why: String) -> ModeSummary {
+        ModeSummary {
+            mode: mode.to_string(),
+            requests_ok: 0,
+            requests_shed: 0,
+            requests_failed: 0,
+            requests_unfinished: 0,
+            keys_ok: 0,
+            errors: Errors::default(),
+            latency_ms: Latency::default(),
+            peak_sockets: 0,
+            peak_time_wait: 0,
+            peak_threads: 0,
+            peak_rss_bytes: 0,
+            first_error: None,
+            stopped: Some(why),
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Whether memory stayed flat: the second half of the run peaked no more than a quarter
+    /// (plus 4 MiB of noise) above the first half.
+    pub fn memory_flat(&self) -> bool {
+        let rss: Vec<u64> = self.timeline.iter().map(|p| p.rss_bytes).collect();
+        if rss.len() < 4 {
+            return true;
+        }
+        let (first, second) = rss.split_at(rss.len() / 2);
+        let peak = |xs: &[u64]| xs.iter().copied().max().unwrap_or(0);
+        peak(second) <= peak(first) + peak(first) / 4 + (4 << 20)
+    }
+
     pub fn collect(mode: &str, recorder: &Recorder, sampler: Sampler) -> ModeSummary {
         let samples = sampler.finish();
         // The timeline ends with the mode's last sample.
         let seconds = samples.time_wait.len();
         let timeline = (0..seconds)
-            .map(|s| Point {
-                second: s,
-                keys_ok: recorder
-                    .ok_per_second
-                    .get(s)
-                    .map_or(0, |e| e.load(Ordering::Relaxed)),
-                errors: recorder
-                    .per_second
-                    .get(s)
-                    .map_or(0, |e| e.load(Ordering::Relaxed)),
-                time_wait: samples.time_wait.get(s).copied().unwrap_or(0),
+            .map(|s| {
+                let kind = |k: ErrKind| {
+                    recorder
+                        .per_second
+                        .get(s)
+                        .map_or(0, |e| e[k as usize].load(Ordering::Relaxed))
+                };
+                Point {
+                    second: s,
+                    keys_ok: recorder
+                        .ok_per_second
+                        .get(s)
+                        .map_or(0, |e| e.load(Ordering::Relaxed)),
+                    failed_ports: kind(ErrKind::PortsExhausted) + kind(ErrKind::FdLimit),
+                    failed_timeout: kind(ErrKind::Timeout),
+                    failed_other: kind(ErrKind::Refused) + kind(ErrKind::Other),
+                    shed: kind(ErrKind::Saturated) + kind(ErrKind::Paused),
+                    time_wait: samples.time_wait.get(s).copied().unwrap_or(0),
+                    rss_bytes: samples.rss.get(s).copied().unwrap_or(0),
+                }
             })
             .collect();
         ModeSummary {
             mode: mode.to_string(),
             requests_ok: recorder.requests_ok.load(Ordering::Relaxed),
+            requests_shed: recorder.requests_shed.load(Ordering::Relaxed),
             requests_failed: recorder.requests_failed.load(Ordering::Relaxed),
             requests_unfinished: recorder.requests_unfinished.load(Ordering::Relaxed),
             keys_ok: recorder.keys_ok.load(Ordering::Relaxed),
-            errors: recorder.errors(),
+            errors: recorder.error_counts(),
             latency_ms: recorder.latency(),
             peak_sockets: samples.peak_sockets,
             peak_time_wait: samples.peak_time_wait,
             peak_threads: samples.peak_threads,
             peak_rss_bytes: samples.peak_rss_bytes,
             first_error: recorder.first_error.lock().unwrap().clone(),
+            stopped: None,
             timeline,
         }
     }

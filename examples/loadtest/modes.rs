@@ -1,4 +1,5 @@
-//! The three clients: naive (the incident's), spread (its emergency fix) and pooled (the fix).
+//! The four clients: naive (the incident's), spread (its emergency fix), pooled (the fix) and
+//! batched (the fix that is also fast: the same pool, the batch as chunked multi-gets).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -13,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::metrics::{ErrKind, Recorder};
+use crate::metrics::{ErrKind, Outcome, Recorder};
 
 /// A batch's keys, made one at a time from their index: the batch costs no memory of its own,
 /// so what a mode holds does not grow with `--batch`.
@@ -38,6 +39,7 @@ pub enum Mode {
     Naive = 0,
     Spread = 1,
     Pooled = 2,
+    Batched = 3,
 }
 
 impl Mode {
@@ -46,6 +48,7 @@ impl Mode {
             Mode::Naive => "naive",
             Mode::Spread => "spread",
             Mode::Pooled => "pooled",
+            Mode::Batched => "batched",
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct Settings {
     pub duration: Duration,
     pub max_idle: usize,
     pub pool_size: usize,
+    /// Keys per multi-get in the batched mode.
+    pub chunk: usize,
     pub naive_source: IpAddr,
     pub port_range: Option<RangeInclusive<u16>>,
     /// Bounds every key's round trip, so that every mode stops by itself.
@@ -126,6 +131,7 @@ impl PerKeyClient {
 enum Client {
     PerKey(Arc<PerKeyClient>),
     Pooled(Pool),
+    Batched(Pool<multiloop::memcached::Connector>, usize),
 }
 
 impl Client {
@@ -160,19 +166,32 @@ impl Client {
                     .max_size(s.pool_size)
                     .build()?,
             ),
+            Mode::Batched => Client::Batched(
+                Pool::builder(target)
+                    .dialer(with_range(Dialer::builder()).build()?)
+                    .connector(multiloop::memcached::Connector)
+                    .max_size(s.pool_size)
+                    .build()?,
+                s.chunk,
+            ),
         })
     }
 
-    /// One batch request: every key, as this client does it. Returns whether all succeeded.
-    async fn request(&self, keys: Keys, recorder: &Recorder, timeout: Duration) -> bool {
-        let mut all_ok = true;
+    /// One batch request: every key, as this client does it.
+    async fn request(&self, keys: Keys, recorder: &Recorder, timeout: Duration) -> Outcome {
+        let (mut shed, mut failed) = (false, false);
+        let mut note = |kind: ErrKind, n: u64, text: String| {
+            recorder.errors(kind, n);
+            recorder.first_error(|| text);
+            if kind.is_shed() {
+                shed = true;
+            } else {
+                failed = true;
+            }
+        };
         let mut record = |result: Result<(), Failure>| match result {
             Ok(()) => recorder.key_ok(),
-            Err((kind, text)) => {
-                recorder.error(kind);
-                recorder.first_error(|| text);
-                all_ok = false;
-            }
+            Err((kind, text)) => note(kind, 1, text),
         };
         match self {
             Client::PerKey(client) => {
@@ -214,9 +233,48 @@ impl Client {
                     );
                 }
             }
+            Client::Batched(pool, chunk) => {
+                let keys_iter = (0..keys.len()).map(move |i| keys.get(i));
+                let batch = multiloop::memcached::get_many(pool, keys_iter, *chunk);
+                match tokio::time::timeout(timeout, batch).await {
+                    Ok(batch) => {
+                        recorder.keys_ok_n(batch.answered as u64);
+                        for (n, e) in batch.failed {
+                            let kind = match &e {
+                                multiloop::memcached::Error::Pool(p) => ErrKind::of_pool(p),
+                                multiloop::memcached::Error::Request(io) => ErrKind::of_io(io),
+                                _ => ErrKind::Other,
+                            };
+                            note(kind, n as u64, e.to_string());
+                        }
+                    }
+                    Err(_) => note(
+                        ErrKind::Timeout,
+                        keys.len() as u64,
+                        "batch timed out".to_string(),
+                    ),
+                }
+            }
         }
-        all_ok
+        match (failed, shed) {
+            (true, _) => Outcome::Failed,
+            (false, true) => Outcome::Shed,
+            (false, false) => Outcome::Served,
+        }
     }
+}
+
+/// The counters so far, for the progress bar and for the harness, which keeps the last line it
+/// saw in case it has to stop the mode.
+fn progress_line(recorder: &Recorder) -> String {
+    let (shed, failed) = recorder.shed_and_failed();
+    format!(
+        "{} keys served, {shed} shed, {failed} failed; requests {} served, {} shed, {} failed",
+        recorder.keys_ok.load(Ordering::Relaxed),
+        recorder.requests_ok.load(Ordering::Relaxed),
+        recorder.requests_shed.load(Ordering::Relaxed),
+        recorder.requests_failed.load(Ordering::Relaxed),
+    )
 }
 
 /// Stores every key once, through a pool, so that the modes' gets hit.
@@ -264,12 +322,11 @@ pub async fn run(
         tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
                 bar.set_position(started.elapsed().as_millis() as u64);
-                bar.set_message(format!(
-                    "{} requests ok, {} failed, {} key errors",
-                    recorder.requests_ok.load(Ordering::Relaxed),
-                    recorder.requests_failed.load(Ordering::Relaxed),
-                    recorder.errors_total()
-                ));
+                let line = progress_line(&recorder);
+                // The harness reads this from the mode's process, to report it if the mode
+                // outlives its time limit.
+                println!("PROGRESS {line}");
+                bar.set_message(line);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -286,8 +343,8 @@ pub async fn run(
         let timeout = s.key_timeout;
         requests.spawn(async move {
             let t0 = Instant::now();
-            let ok = client.request(keys, &recorder, timeout).await;
-            recorder.request(ok, t0.elapsed());
+            let outcome = client.request(keys, &recorder, timeout).await;
+            recorder.request(outcome, t0.elapsed());
         });
     }
     let drained = tokio::time::timeout(s.drain, async {
@@ -304,15 +361,12 @@ pub async fn run(
     }
     running.store(false, Ordering::Relaxed);
     let _ = progress.await;
-    bar.finish_with_message(format!(
-        "{} requests ok, {} failed, {} key errors",
-        recorder.requests_ok.load(Ordering::Relaxed),
-        recorder.requests_failed.load(Ordering::Relaxed),
-        recorder.errors_total()
-    ));
+    bar.finish_with_message(progress_line(&recorder));
     // Close every connection the client holds.
-    if let Client::Pooled(pool) = &*client {
-        pool.close();
+    match &*client {
+        Client::Pooled(pool) => pool.close(),
+        Client::Batched(pool, _) => pool.close(),
+        Client::PerKey(_) => {}
     }
     drop(client);
     Ok(())

@@ -5,29 +5,32 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::metrics::ModeSummary;
+use crate::metrics::{ModeSummary, Point};
 
-/// One row per figure, one column per mode.
+/// One row per figure, one column per mode. Keys are served, shed on purpose, or failed.
 pub fn table(modes: &[ModeSummary]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: &str, f: &dyn Fn(&ModeSummary) -> String| {
         rows.push((label.to_string(), modes.iter().map(f).collect()));
     };
     row("", &|m| m.mode.clone());
-    row("requests ok", &|m| m.requests_ok.to_string());
-    row("requests failed", &|m| m.requests_failed.to_string());
+    row("keys served", &|m| m.keys_ok.to_string());
+    row("keys shed (saturated)", &|m| m.errors.saturated.to_string());
+    row("keys shed (paused)", &|m| m.errors.paused.to_string());
+    row("keys failed: ports", &|m| {
+        m.errors.ports_exhausted.to_string()
+    });
+    row("keys failed: fd limit", &|m| m.errors.fd_limit.to_string());
+    row("keys failed: timeout", &|m| m.errors.timeout.to_string());
+    row("keys failed: other", &|m| {
+        (m.errors.refused + m.errors.other).to_string()
+    });
+    row("requests all served", &|m| m.requests_ok.to_string());
+    row("requests with keys shed", &|m| m.requests_shed.to_string());
+    row("requests with failures", &|m| m.requests_failed.to_string());
     row("  of which unfinished", &|m| {
         m.requests_unfinished.to_string()
     });
-    row("keys ok", &|m| m.keys_ok.to_string());
-    row("errors: ports exhausted", &|m| {
-        m.errors.ports_exhausted.to_string()
-    });
-    row("errors: fd limit", &|m| m.errors.fd_limit.to_string());
-    row("errors: timeout", &|m| m.errors.timeout.to_string());
-    row("errors: refused", &|m| m.errors.refused.to_string());
-    row("errors: saturated", &|m| m.errors.saturated.to_string());
-    row("errors: other", &|m| m.errors.other.to_string());
     row("batch latency p50 ms", &|m| {
         format!("{:.1}", m.latency_ms.p50)
     });
@@ -50,11 +53,16 @@ pub fn table(modes: &[ModeSummary]) -> String {
         .unwrap_or(10);
     let mut out = String::new();
     for (label, cells) in rows {
-        out.push_str(&format!("{label:<24}"));
+        out.push_str(&format!("{label:<26}"));
         for cell in cells {
             out.push_str(&format!(" {cell:>width$}"));
         }
         out.push('\n');
+    }
+    for m in modes {
+        if let Some(why) = &m.stopped {
+            out.push_str(&format!("{}: {why}\n", m.mode));
+        }
     }
     out
 }
@@ -73,65 +81,143 @@ fn color(mode: &str) -> RGBColor {
     match mode {
         "naive" => RGBColor(214, 39, 40),
         "spread" => RGBColor(255, 127, 14),
-        _ => RGBColor(44, 160, 44),
+        "pooled" => RGBColor(44, 160, 44),
+        _ => RGBColor(31, 119, 180),
     }
 }
 
-/// Three panels over seconds since each mode's start, one line per mode: keys served per
-/// second, key errors per second, and client sockets in TIME_WAIT.
-pub fn svg(path: &Path, modes: &[ModeSummary]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let areas = root.split_evenly((3, 1));
-    let seconds = modes
+type Pick = fn(&Point) -> u64;
+
+/// The kinds of keys not served, each a series of its own.
+const KINDS: [(&str, RGBColor, Pick); 4] = [
+    ("failed: ports, fd", RGBColor(214, 39, 40), |p| {
+        p.failed_ports
+    }),
+    ("failed: timeout", RGBColor(148, 103, 189), |p| {
+        p.failed_timeout
+    }),
+    ("failed: other", RGBColor(140, 86, 75), |p| p.failed_other),
+    ("shed (saturated, paused)", RGBColor(127, 127, 127), |p| {
+        p.shed
+    }),
+];
+
+/// A row of legend entries, drawn in a strip of its own, outside every plot.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    entries: &[(&str, RGBColor)],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let style = ("sans-serif", 16).into_font();
+    area.draw(&Text::new(title.to_string(), (10, 8), style.clone()))?;
+    let mut x = 170;
+    for (name, c) in entries {
+        area.draw(&PathElement::new(
+            vec![(x, 16), (x + 24, 16)],
+            c.stroke_width(3),
+        ))?;
+        area.draw(&Text::new(name.to_string(), (x + 30, 8), style.clone()))?;
+        x += 40 + 9 * name.len() as i32;
+    }
+    Ok(())
+}
+
+/// Draws one panel: `series` over `0..seconds`.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    seconds: u32,
+    series: &[(RGBColor, Vec<(u32, u64)>)],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let peak = series
         .iter()
-        .map(|m| m.timeline.len())
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
         .max()
-        .unwrap_or(1)
-        .max(1) as u32;
-    type Pick = fn(&crate::metrics::Point) -> u64;
-    let panels: [(&DrawingArea<_, _>, &str, Pick); 3] = [
-        (&areas[0], "keys served per second", |p| p.keys_ok),
-        (&areas[1], "key errors per second", |p| p.errors),
-        (&areas[2], "client sockets in TIME_WAIT", |p| {
-            p.time_wait as u64
-        }),
-    ];
-    for (area, title, pick) in panels {
-        let peak = modes
+        .unwrap_or(0)
+        .max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(28)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0u32..seconds, 0u64..peak + peak / 10 + 1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the mode started")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (c, points) in series {
+        chart.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?;
+    }
+    Ok(())
+}
+
+/// Over the seconds of the run (`seconds`, the modes' duration and drain): keys served per
+/// second and client sockets in TIME_WAIT, one line per mode; then one panel per mode with
+/// the keys it did not serve, one line per kind. The legends sit in strips of their own.
+pub fn svg(
+    path: &Path,
+    modes: &[ModeSummary],
+    seconds: u32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let seconds = seconds.max(1);
+    let rows = 2 + modes.len().div_ceil(2) as u32;
+    let root = SVGBackend::new(path, (1000, 90 + 300 * rows)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (legends, body) = root.split_vertically(90);
+    let (mode_strip, kind_strip) = legends.split_vertically(40);
+    let names: Vec<(&str, RGBColor)> = modes
+        .iter()
+        .map(|m| (m.mode.as_str(), color(&m.mode)))
+        .collect();
+    legend(&mode_strip, "modes (top panels)", &names)?;
+    let kinds: Vec<(&str, RGBColor)> = KINDS.iter().map(|(n, c, _)| (*n, *c)).collect();
+    legend(&kind_strip, "keys not served", &kinds)?;
+    let line = |m: &ModeSummary, pick: Pick| -> Vec<(u32, u64)> {
+        m.timeline
             .iter()
-            .flat_map(|m| m.timeline.iter().map(pick))
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0u32..seconds, 0u64..peak + peak / 10 + 1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the mode started")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        for m in modes {
-            let c = color(&m.mode);
-            chart
-                .draw_series(LineSeries::new(
-                    m.timeline.iter().map(|p| (p.second as u32, pick(p))),
-                    c.stroke_width(2),
-                ))?
-                .label(m.mode.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()?;
+            .filter(|p| (p.second as u32) < seconds)
+            .map(|p| (p.second as u32, pick(p)))
+            .collect()
+    };
+    let (top, rest) = body.split_vertically(600);
+    let top = top.split_evenly((2, 1));
+    let per_mode = |pick: Pick| -> Vec<(RGBColor, Vec<(u32, u64)>)> {
+        modes
+            .iter()
+            .map(|m| (color(&m.mode), line(m, pick)))
+            .collect()
+    };
+    panel(
+        &top[0],
+        "keys served per second",
+        seconds,
+        &per_mode(|p| p.keys_ok),
+    )?;
+    panel(
+        &top[1],
+        "client sockets in TIME_WAIT",
+        seconds,
+        &per_mode(|p| p.time_wait as u64),
+    )?;
+    let cells = rest.split_evenly((modes.len().div_ceil(2).max(1), 2));
+    for (m, area) in modes.iter().zip(cells.iter()) {
+        let series: Vec<_> = KINDS
+            .iter()
+            .map(|(_, c, pick)| (*c, line(m, *pick)))
+            .collect();
+        panel(
+            area,
+            &format!("{}: keys not served per second", m.mode),
+            seconds,
+            &series,
+        )?;
     }
     root.present()?;
     Ok(())
