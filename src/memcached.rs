@@ -43,11 +43,10 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-
-use futures_util::StreamExt;
+use std::sync::Mutex;
 
 use crate::error::PoolError;
 use crate::pool::Pool;
@@ -96,9 +95,11 @@ impl std::error::Error for Error {
     }
 }
 
-/// Gets every key as multi-gets of `chunk` keys (0 counts as 1), at most the pool's
-/// [default limit](Pool::default_limit) in flight, spawning no task, and puts the replies together. Keys are
-/// taken from `keys` lazily, a chunk at a time, so a large batch is never held twice.
+/// Gets every key as multi-gets of `chunk` keys (0 counts as 1), on at most the pool's
+/// [default limit](Pool::default_limit) connections at once, spawning no task, and puts the
+/// replies together. Each connection keeps one request ahead of the reply it reads, so the
+/// server answers one chunk while the client reads the one before. Keys are taken from `keys`
+/// lazily, a chunk at a time, so a large batch is never held twice.
 ///
 /// A chunk that fails does not fail the others: its keys are counted in [`Batch::failed`].
 /// A caller that gives up (a timeout around this future) leaves nothing behind: connections
@@ -110,34 +111,100 @@ where
 {
     let chunk = chunk.max(1);
     let mut keys = keys.into_iter();
-    let chunks = std::iter::from_fn(move || {
+    let expected = keys.size_hint().0;
+    let chunks = Mutex::new(std::iter::from_fn(move || {
         let next: Vec<String> = keys.by_ref().take(chunk).collect();
         (!next.is_empty()).then_some(next)
-    });
-    let limit = pool.default_limit();
-    let pool = pool.clone();
-    let mut replies = futures_util::stream::iter(chunks)
-        .map(move |chunk| {
-            let pool = pool.clone();
-            async move {
-                let n = chunk.len();
-                let reply = match pool.get().await {
-                    Ok(mut conn) => conn.get_multi(&chunk).await.map_err(Error::Request),
-                    Err(e) => Err(Error::Pool(e)),
-                };
-                (n, reply)
-            }
-        })
-        .buffer_unordered(limit);
-    let mut batch = Batch::default();
-    while let Some((n, reply)) = replies.next().await {
-        match reply {
-            Ok(values) => {
-                batch.answered += n;
-                batch.values.extend(values);
-            }
-            Err(e) => batch.failed.push((n, e)),
-        }
+    }));
+    let workers = pool.default_limit().min(expected.div_ceil(chunk)).max(1);
+    let parts = futures_util::future::join_all((0..workers).map(|_| worker(pool, &chunks))).await;
+    let mut batch = Batch {
+        values: HashMap::with_capacity(expected),
+        ..Batch::default()
+    };
+    for part in parts {
+        batch.answered += part.answered;
+        batch.values.extend(part.values);
+        batch.failed.extend(part.failed);
     }
     batch
+}
+
+/// What one connection's worker brought back.
+#[derive(Default)]
+struct Part {
+    values: Vec<(String, Vec<u8>)>,
+    answered: usize,
+    failed: Vec<(usize, Error)>,
+}
+
+/// Takes chunks until none are left, on one connection at a time, one request ahead.
+async fn worker<T>(pool: &Pool<Connector>, chunks: &Mutex<T>) -> Part
+where
+    T: Iterator<Item = Vec<String>>,
+{
+    let take = || {
+        chunks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next()
+    };
+    let mut part = Part::default();
+    let mut conn = None;
+    // Chunks whose requests are out on `conn`, oldest first: at most two.
+    let mut sent: VecDeque<Vec<String>> = VecDeque::with_capacity(2);
+    loop {
+        if sent.len() < 2
+            && let Some(next) = take()
+        {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match pool.get().await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        part.failed.push((next.len(), Error::Pool(e)));
+                        continue;
+                    }
+                },
+            };
+            match c.send_get(&next).await {
+                Ok(()) => sent.push_back(next),
+                // A key memcached would refuse: nothing was sent for this chunk.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    part.failed.push((next.len(), Error::Request(e)));
+                }
+                Err(e) => {
+                    broken(&mut part, &mut sent, Some(next), e);
+                    conn = None;
+                }
+            }
+            continue;
+        }
+        let (Some(oldest), Some(c)) = (sent.pop_front(), conn.as_mut()) else {
+            return part;
+        };
+        match c.recv_pairs(oldest.len()).await {
+            Ok(pairs) => {
+                part.answered += oldest.len();
+                part.values.extend(pairs);
+            }
+            Err(e) => {
+                broken(&mut part, &mut sent, Some(oldest), e);
+                conn = None;
+            }
+        }
+    }
+}
+
+/// A connection failed: `first` and every chunk still out on it fail with `e`.
+fn broken(
+    part: &mut Part,
+    sent: &mut VecDeque<Vec<String>>,
+    first: Option<Vec<String>>,
+    e: io::Error,
+) {
+    for chunk in first.into_iter().chain(sent.drain(..)) {
+        let copy = io::Error::new(e.kind(), e.to_string());
+        part.failed.push((chunk.len(), Error::Request(copy)));
+    }
 }

@@ -329,3 +329,40 @@ async fn memcached_recovers_cancelled_requests_instead_of_redialing() {
     );
     assert_eq!(server.seen.accepted() as u64, stats.created);
 }
+
+#[cfg(feature = "memcached")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_get_many_leaves_its_pipelined_connections_clean() {
+    let server = Counting::start(Reply::SlowMemcached(Duration::from_millis(2))).await;
+    let pool = Pool::builder(server.addr)
+        .connector(multiloop::memcached::Connector)
+        .max_size(2)
+        .build()
+        .unwrap();
+    let keys = || (0..2_000).map(|i| format!("key{i}"));
+    for budget_ms in [1, 3, 7, 15] {
+        let cut = tokio::time::timeout(
+            Duration::from_millis(budget_ms),
+            multiloop::memcached::get_many(&pool, keys(), 100),
+        )
+        .await;
+        assert!(
+            cut.is_err(),
+            "40 chunks at 2 ms each outlast {budget_ms} ms"
+        );
+    }
+    eventually("recoveries finished", || pool.status().in_use == 0).await;
+    let batch = multiloop::memcached::get_many(&pool, keys(), 100).await;
+    assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+    assert_eq!(batch.answered, 2_000);
+    assert!(
+        batch
+            .values
+            .iter()
+            .all(|(k, v)| k.as_bytes() == v.as_slice())
+    );
+    let stats = pool.stats();
+    assert!(stats.recovered > 0, "{stats:?}");
+    assert_eq!(stats.closed.in_flight, 0, "{stats:?}");
+    assert_eq!(server.seen.accepted(), 2, "no new dials: {stats:?}");
+}

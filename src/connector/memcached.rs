@@ -11,6 +11,8 @@ use crate::dial::Stream;
 
 /// The longest key memcached takes.
 const MAX_KEY: usize = 250;
+/// How much room each read has at least.
+const READ_CHUNK: usize = 64 * 1024;
 /// The most bytes a recovery drains before it gives up on the connection.
 const MAX_DRAIN: usize = 64 << 20;
 
@@ -24,8 +26,8 @@ pub struct Protocol {
     /// The request being written, and how much of it went out.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// A request was sent and its reply not read to its end.
-    in_flight: bool,
+    /// Requests sent whose replies are not read to their end (more than one when pipelined).
+    pending: usize,
     /// The server's `VERSION …` line, learned at connect: the marker a recovery reads up to.
     version: String,
 }
@@ -34,7 +36,7 @@ impl std::fmt::Debug for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("memcached::Protocol")
             .field("stream", &self.stream)
-            .field("in_flight", &self.in_flight)
+            .field("pending", &self.pending)
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +77,7 @@ impl Protocol {
             rpos: 0,
             wbuf: Vec::with_capacity(256),
             wpos: 0,
-            in_flight: false,
+            pending: 0,
             version: String::new(),
         };
         let v = p.version().await?;
@@ -85,12 +87,17 @@ impl Protocol {
 
     /// Whether a request was sent and its reply not read to its end: its caller gave up.
     pub fn in_flight(&self) -> bool {
-        self.in_flight
+        self.pending > 0
+    }
+
+    /// One reply read to its end.
+    fn answered(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
     }
 
     /// Sends the request in `wbuf` with one write (more only if the socket takes less).
     async fn send(&mut self) -> io::Result<()> {
-        self.in_flight = true;
+        self.pending += 1;
         self.wpos = 0;
         while self.wpos < self.wbuf.len() {
             let n = self.stream.write(&self.wbuf[self.wpos..]).await?;
@@ -108,12 +115,13 @@ impl Protocol {
             self.rbuf.clear();
             self.rpos = 0;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+        // Large reads: a multi-get's reply is megabytes, and each read is a syscall and a wake.
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
             if self.rpos > 0 {
                 self.rbuf.drain(..self.rpos);
                 self.rpos = 0;
             }
-            self.rbuf.reserve(16 * 1024);
+            self.rbuf.reserve(READ_CHUNK);
         }
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
@@ -131,16 +139,19 @@ impl Protocol {
         let mut from = 0;
         loop {
             let unread = &self.rbuf[self.rpos..];
-            if let Some(i) = unread[from..].windows(2).position(|w| w == b"\r\n") {
+            if let Some(i) = unread[from..].iter().position(|&b| b == b'\n') {
+                let at = from + i;
+                if at == 0 || unread[at - 1] != b'\r' {
+                    return Err(invalid("a line not ended by CRLF", &unread[..at]));
+                }
                 let start = self.rpos;
-                let end = start + from + i;
-                self.rpos = end + 2;
-                return Ok(start..end);
+                self.rpos = start + at + 1;
+                return Ok(start..start + at - 1);
             }
             if unread.len() > MAX_KEY + 128 {
                 return Err(invalid("a reply line too long", unread));
             }
-            from = unread.len().saturating_sub(1);
+            from = unread.len();
             self.fill().await?;
         }
     }
@@ -159,17 +170,17 @@ impl Protocol {
     }
 
     /// Reads `VALUE` blocks up to `END`.
-    async fn values(&mut self) -> io::Result<HashMap<String, Vec<u8>>> {
-        let mut found = HashMap::new();
+    async fn values(&mut self, expected: usize) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let mut found = Vec::with_capacity(expected);
         loop {
             let range = self.line().await?;
-            let line = self.rbuf[range].to_vec();
+            let line = &self.rbuf[range];
             if line == b"END" {
-                self.in_flight = false;
+                self.answered();
                 return Ok(found);
             }
-            if let Some(e) = server_error(&line) {
-                self.in_flight = false;
+            if let Some(e) = server_error(line) {
+                self.answered();
                 return Err(e);
             }
             // VALUE <key> <flags> <bytes> [<cas>]
@@ -177,14 +188,15 @@ impl Protocol {
             let (Some(b"VALUE"), Some(key), Some(_flags), Some(len)) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                return Err(invalid("not a VALUE line", &line));
+                return Err(invalid("not a VALUE line", line));
             };
             let len: usize = std::str::from_utf8(len)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| invalid("a bad length", &line))?;
+                .ok_or_else(|| invalid("a bad length", line))?;
+            let key = String::from_utf8_lossy(key).into_owned();
             let value = self.data(len).await?;
-            found.insert(String::from_utf8_lossy(key).into_owned(), value);
+            found.push((key, value));
         }
     }
 
@@ -195,10 +207,11 @@ impl Protocol {
     /// [`ErrorKind::InvalidInput`] for a key memcached would not take, the server's error, or
     /// an I/O error.
     pub async fn get<K: AsRef<[u8]>>(&mut self, key: K) -> io::Result<Vec<u8>> {
-        let key = key.as_ref();
-        let mut found = self.get_multi(&[key]).await?;
+        let found = self.get_pairs(&[key.as_ref()]).await?;
         found
-            .remove(String::from_utf8_lossy(key).as_ref())
+            .into_iter()
+            .next()
+            .map(|(_, value)| value)
             .ok_or_else(|| ErrorKind::NotFound.into())
     }
 
@@ -212,9 +225,29 @@ impl Protocol {
         &mut self,
         keys: &[K],
     ) -> io::Result<HashMap<String, Vec<u8>>> {
+        Ok(self.get_pairs(keys).await?.into_iter().collect())
+    }
+
+    /// [`get_multi`](Protocol::get_multi)'s keys and values in reply order, without a map.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_multi`](Protocol::get_multi).
+    pub async fn get_pairs<K: AsRef<[u8]>>(
+        &mut self,
+        keys: &[K],
+    ) -> io::Result<Vec<(String, Vec<u8>)>> {
         if keys.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
+        self.send_get(keys).await?;
+        self.values(keys.len()).await
+    }
+
+    /// Sends a multi-get without reading its reply, so that the next request can go out while
+    /// the server answers this one; [`recv_pairs`](Protocol::recv_pairs) reads the replies in
+    /// order. `get_many` keeps one request ahead this way.
+    pub(crate) async fn send_get<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> io::Result<()> {
         self.wbuf.clear();
         self.wbuf.extend_from_slice(b"get");
         for key in keys {
@@ -223,8 +256,15 @@ impl Protocol {
             self.wbuf.extend_from_slice(key.as_ref());
         }
         self.wbuf.extend_from_slice(b"\r\n");
-        self.send().await?;
-        self.values().await
+        self.send().await
+    }
+
+    /// The reply to the oldest multi-get sent by [`send_get`](Protocol::send_get).
+    pub(crate) async fn recv_pairs(
+        &mut self,
+        expected: usize,
+    ) -> io::Result<Vec<(String, Vec<u8>)>> {
+        self.values(expected).await
     }
 
     async fn store<K: Display>(
@@ -243,7 +283,7 @@ impl Protocol {
         self.wbuf.extend_from_slice(b"\r\n");
         self.send().await?;
         let range = self.line().await?;
-        self.in_flight = false;
+        self.answered();
         match &self.rbuf[range] {
             b"STORED" => Ok(true),
             b"NOT_STORED" => Ok(false),
@@ -305,7 +345,7 @@ impl Protocol {
     async fn simple(&mut self, expected: &[&[u8]]) -> io::Result<usize> {
         self.send().await?;
         let range = self.line().await?;
-        self.in_flight = false;
+        self.answered();
         let line = &self.rbuf[range];
         expected.iter().position(|e| *e == line).ok_or_else(|| {
             server_error(line).unwrap_or_else(|| invalid("an unexpected reply", line))
@@ -333,7 +373,7 @@ impl Protocol {
         self.wbuf.extend_from_slice(b"version\r\n");
         self.send().await?;
         let range = self.line().await?;
-        self.in_flight = false;
+        self.answered();
         let line = &self.rbuf[range];
         match line.strip_prefix(b"VERSION ") {
             Some(v) => Ok(String::from_utf8_lossy(v).into_owned()),
@@ -344,7 +384,7 @@ impl Protocol {
     /// Makes the connection clean after a caller gave up mid-request: finishes writing the
     /// request, sends `version` behind it and reads up to its reply, dropping the rest.
     async fn recover(&mut self) -> io::Result<()> {
-        if !self.in_flight {
+        if self.pending == 0 {
             return Ok(());
         }
         // A half-written request is finished, so that the server does not read `version` as
@@ -363,7 +403,7 @@ impl Protocol {
             if unread.ends_with(self.version.as_bytes()) {
                 self.rbuf.clear();
                 self.rpos = 0;
-                self.in_flight = false;
+                self.pending = 0;
                 return Ok(());
             }
             if unread.len() > MAX_DRAIN {
@@ -388,7 +428,7 @@ impl crate::Connector for Connector {
     }
 
     async fn check(&self, conn: &mut Protocol) -> io::Result<()> {
-        if conn.in_flight || conn.rpos < conn.rbuf.len() {
+        if conn.pending > 0 || conn.rpos < conn.rbuf.len() {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,
                 "a reply is pending on an idle connection",
@@ -398,7 +438,7 @@ impl crate::Connector for Connector {
     }
 
     fn in_flight(&self, conn: &Protocol) -> bool {
-        conn.in_flight
+        conn.pending > 0
     }
 
     async fn recover(&self, conn: &mut Protocol) -> bool {

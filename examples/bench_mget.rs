@@ -1,0 +1,58 @@
+//! A batch of keys as multi-gets through the pool (`memcached::get_many`), timed: the
+//! multiloop side of `scripts/bench-mget.sh`, which runs it beside `memcslap --test=mget`.
+//!
+//! ```text
+//! cargo run --release --example bench_mget -- 127.0.0.1:11211 CONNECTIONS KEYS CHUNK
+//! ```
+//!
+//! Keys are 20 bytes and values spread evenly over 50 to 5,000 bytes, as memcslap's (Debian's
+//! libmemcached 1.1: 2,000 of its items hold about 5.2 MB). It stores the keys, then runs
+//! CONNECTIONS batches of KEYS keys at once on a pool of CONNECTIONS, each batch in chunks of
+//! CHUNK, and prints `keys_per_s=… seconds=…` for the timed part only.
+
+use std::time::Instant;
+
+use multiloop::Pool;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let target = args.next().unwrap_or_else(|| "127.0.0.1:11211".into());
+    let connections: usize = args.next().map_or(Ok(1), |s| s.parse())?;
+    let keys: usize = args.next().map_or(Ok(20_000), |s| s.parse())?;
+    let chunk: usize = args.next().map_or(Ok(500), |s| s.parse())?;
+    let pool = Pool::builder(target.as_str())
+        .connector(multiloop::memcached::Connector)
+        .max_size(connections)
+        .build()?;
+    let key = |i: usize| format!("bench:{i:014}");
+    let value = vec![b'v'; 5_000];
+    {
+        let mut conn = pool.get().await?;
+        for i in 0..keys {
+            let len = 50 + (i * 7_919) % 4_951;
+            conn.set(key(i), &value[..len], 0).await?;
+        }
+    }
+    let started = Instant::now();
+    let batches = (0..connections).map(|_| {
+        let keys_iter = (0..keys).map(key);
+        multiloop::memcached::get_many(&pool, keys_iter, chunk)
+    });
+    let results = futures_util::future::join_all(batches).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let found: usize = results.iter().map(|b| b.values.len()).sum();
+    let failed: usize = results.iter().map(|b| b.failed.len()).sum();
+    if failed > 0 || found != keys * connections {
+        return Err(format!(
+            "{found} of {} keys found, {failed} chunks failed",
+            keys * connections
+        )
+        .into());
+    }
+    println!(
+        "keys_per_s={:.0} seconds={seconds:.4}",
+        (keys * connections) as f64 / seconds
+    );
+    Ok(())
+}
