@@ -14,18 +14,41 @@ use crate::modes::{Mode, Settings};
 /// target, starting up and writing its summary.
 const GRACE: Duration = Duration::from_secs(15);
 
-/// Runs `mode` against `target` in a child process and reads back its summary. A mode still
-/// running at `duration + drain + GRACE` is killed, and its last progress line is reported as
-/// what was unfinished.
-pub fn run(mode: Mode, target: SocketAddr, s: &Settings) -> Result<ModeSummary, String> {
+/// Where a mode's process runs and what it dials.
+pub enum Place {
+    /// In the harness's namespace, against this target.
+    Shared(SocketAddr),
+    /// In a network namespace of its own, against a server it starts there (the system's
+    /// memcached if `true`, else the embedded one).
+    Isolated { memcached: bool },
+}
+
+/// Runs `mode` in a child process and reads back its summary. A mode still running at
+/// `duration + drain + GRACE` is killed, and its last progress line is reported as what was
+/// unfinished.
+pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, String> {
     let range = s.port_range.as_ref().map_or_else(
         || "system".to_string(),
         |r| format!("{}-{}", r.start(), r.end()),
     );
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut command = match place {
+        Place::Shared(target) => {
+            let mut c = Command::new(&exe);
+            c.args(["--target", &target.to_string()]);
+            c
+        }
+        Place::Isolated { memcached } => {
+            let mut c = crate::netns::command(&exe);
+            c.arg("--isolated");
+            if *memcached {
+                c.arg("--spawn-memcached");
+            }
+            c
+        }
+    };
+    let mut child = command
         .args(["--child", "--mode", mode.name()])
-        .args(["--target", &target.to_string()])
         .args(["--batch", &s.batch.to_string(), "--rps", &s.rps.to_string()])
         .args(["--duration", &format!("{}ms", s.duration.as_millis())])
         .args(["--naive-source", &s.naive_source.to_string()])

@@ -38,6 +38,7 @@
 mod child;
 mod metrics;
 mod modes;
+mod netns;
 mod report;
 mod server;
 
@@ -111,6 +112,14 @@ struct Args {
     /// Run one mode against --target and print its summary (used by the harness itself).
     #[arg(long, hide = true)]
     child: bool,
+    /// The child runs in a network namespace of its own and starts its own server there.
+    #[arg(long, hide = true)]
+    isolated: bool,
+    /// Run every mode in the harness's own network namespace even as root. By default, as
+    /// root, each mode runs in a namespace of its own (`unshare -n`): its own port range and
+    /// TIME_WAIT table, nothing left behind on the host.
+    #[arg(long)]
+    no_netns: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -364,8 +373,21 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
     }
 
     if args.child {
-        let (Some(target), [mode]) = (args.target, modes.as_slice()) else {
-            return Err("--child runs one mode against --target".into());
+        let [mode] = modes.as_slice() else {
+            return Err("--child runs one mode".into());
+        };
+        // An isolated child brings up its namespace's loopback and starts its own server.
+        let own = if args.isolated {
+            netns::bring_up_loopback()?;
+            Some(match args.spawn_memcached {
+                true => Target::spawn_memcached().map_err(|e| e.to_string())?,
+                false => Target::embedded().map_err(|e| format!("embedded server: {e}"))?,
+            })
+        } else {
+            None
+        };
+        let Some(target) = own.as_ref().map(|t| t.addr).or(args.target) else {
+            return Err("--child runs one mode against --target, or --isolated".into());
         };
         let summary = run_mode(*mode, target, &settings, keys).await?;
         println!(
@@ -412,32 +434,58 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         }
     }
 
+    // As root, each mode runs in a network namespace of its own.
+    let isolated = match (args.no_netns, args.target) {
+        (true, _) => Err("--no-netns".to_string()),
+        (false, Some(_)) => Err("--target is in this namespace".to_string()),
+        (false, None) => netns::available(),
+    };
+    match &isolated {
+        Ok(()) => println!(
+            "Each mode runs in a network namespace of its own (unshare -n): its own port range \
+             and TIME_WAIT table, nothing left on the host.\n"
+        ),
+        Err(why) => println!(
+            "Each mode runs in this network namespace ({why}), with a port block of its own.\n"
+        ),
+    }
     let mut summaries = Vec::new();
+    let mut targets = Vec::new();
     for mode in modes {
-        // A fresh embedded server per mode: each mode's sockets and TIME_WAIT are its own.
-        let target = match (args.target, args.spawn_memcached) {
-            (Some(addr), _) => Target::external(addr),
-            (None, true) => Target::spawn_memcached().map_err(|e| e.to_string())?,
-            (None, false) => Target::embedded().map_err(|e| format!("embedded server: {e}"))?,
-        };
         // Each mode runs in a process of its own, so that its peak threads and memory are its
-        // own too.
-        let summary = child::run(mode, target.addr, &settings)?;
-        summaries.push((summary, target));
+        // own too, against a fresh server: its sockets and TIME_WAIT are its own.
+        let place = if isolated.is_ok() {
+            child::Place::Isolated {
+                memcached: args.spawn_memcached,
+            }
+        } else {
+            let target = match (args.target, args.spawn_memcached) {
+                (Some(addr), _) => Target::external(addr),
+                (None, true) => Target::spawn_memcached().map_err(|e| e.to_string())?,
+                (None, false) => Target::embedded().map_err(|e| format!("embedded server: {e}"))?,
+            };
+            let place = child::Place::Shared(target.addr);
+            targets.push(target);
+            place
+        };
+        summaries.push(child::run(mode, &place, &settings)?);
     }
 
-    let (summaries, targets): (Vec<ModeSummary>, Vec<Target>) = summaries.into_iter().unzip();
     println!("\n{}", report::table(&summaries));
-    let left: usize = targets
-        .iter()
-        .filter_map(|t| multiloop::ports::snapshot(t.addr, None).ok())
-        .map(|s| s.time_wait())
-        .sum();
-    drop(targets);
-    println!(
-        "All sockets are closed. {left} client sockets remain in TIME_WAIT; the kernel clears \
-         them within about 60 s."
-    );
+    if isolated.is_ok() {
+        println!("All sockets are closed; each mode's TIME_WAIT went with its namespace.");
+    } else {
+        let left: usize = targets
+            .iter()
+            .filter_map(|t| multiloop::ports::snapshot(t.addr, None).ok())
+            .map(|s| s.time_wait())
+            .sum();
+        drop(targets);
+        println!(
+            "All sockets are closed. {left} client sockets remain in TIME_WAIT; the kernel \
+             clears them within about 60 s."
+        );
+    }
     if let Some(path) = &args.json {
         create_parent(path)?;
         std::fs::write(path, report::json(&summaries))
