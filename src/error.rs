@@ -419,8 +419,10 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PoolError::Timeout(TimeoutKind::Wait) => f.write_str(
-                "timed out waiting for a pooled connection: every connection stayed busy; \
-                 bound concurrency with Pool::fan_out or a bulkhead, or raise max_size",
+                "timed out waiting for a pooled connection: every connection stayed busy for \
+                 the wait timeout, so more work arrives than max_size connections serve; lower \
+                 the callers' concurrency (Pool::fan_out's limit, a bulkhead), send fewer \
+                 requests (memcached::get_many batches keys), or raise max_size",
             ),
             PoolError::Timeout(TimeoutKind::Create) => f.write_str(
                 "timed out setting up a new connection: the server is slow to accept or to \
@@ -430,8 +432,8 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
                 f.write_str("timed out checking an idle connection")
             }
             PoolError::Saturated => f.write_str(
-                "pool saturated: the wait queue is full (max_waiters), so the call failed at \
-                 once; shed load, or bound fan-out with Pool::fan_out",
+                "pool saturated: max_waiters gets were already waiting, so this one was refused \
+                 at once; the pool is shedding load it could not serve within the wait timeout",
             ),
             PoolError::Paused => f.write_str("pool paused: Pool::resume turns it back on"),
             PoolError::Closed => f.write_str("pool closed"),

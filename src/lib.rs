@@ -72,8 +72,10 @@
 //! 127.0.0.1 with one warning (see [`Fallback`]). IPv6 has a single loopback address, so `[::1]`
 //! targets dial from `::1`.
 //!
-//! The dialer runs no background task. A pool runs its reaper, which ends with the pool, and
-//! short bounded tasks: one per dial in progress and one per connection being recovered.
+//! The dialer runs no task of its own (a ports-exhausted report reads the port budget on a
+//! blocking thread, at most once per report window). A pool runs its reaper, which ends with
+//! the pool, and short bounded tasks: one per dial in progress and one per connection being
+//! recovered.
 //!
 //! # Features
 //!

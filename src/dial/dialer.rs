@@ -31,7 +31,7 @@ use crate::telemetry::report::{DEFAULT_REPORT_WINDOW, ReportKind, Reporter};
 /// retried: another source would not help.
 ///
 /// A `Dialer` is cheap to clone; clones share the quarantine and the counters. It runs no
-/// background task.
+/// task of its own.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
