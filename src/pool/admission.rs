@@ -23,13 +23,17 @@ pub(crate) async fn get<C: Connector>(
     caller: &'static Location<'static>,
     bulkhead: Option<&Arc<Limit>>,
 ) -> Result<Conn<C>, PoolError<C::Error>> {
-    let started = Instant::now();
-    // wait_timeout is validated at most 24 h, so the deadline exists.
-    let deadline = started.checked_add(pool.wait_timeout).unwrap_or(started);
     reaper::start(pool);
+    // A plain get reads no clock until it has to wait; a bulkhead's get starts its one
+    // deadline here, as the bulkhead's stage may wait.
+    let mut deadline = None;
     let permit = match bulkhead {
         None => None,
         Some(limit) => {
+            let started = Instant::now();
+            // wait_timeout is validated at most 24 h, so the deadline exists.
+            let deadline =
+                *deadline.insert(started.checked_add(pool.wait_timeout).unwrap_or(started));
             if !limit.explicit.load(Ordering::Relaxed) {
                 let default = pool.default_limit();
                 if limit.limit() != default {
@@ -54,7 +58,7 @@ pub(crate) async fn get<C: Connector>(
             }
         }
     };
-    match in_pool(pool, caller, started, deadline).await {
+    match in_pool(pool, caller, deadline).await {
         Ok(mut conn) => {
             conn.limit = permit;
             Ok(conn)
@@ -69,12 +73,11 @@ pub(crate) async fn get<C: Connector>(
 }
 
 /// The pool's stage: an idle connection, a free slot to create one in, or a place in the
-/// bounded queue until the deadline.
+/// bounded queue until the deadline (the caller's, or `wait_timeout` from when it queues).
 async fn in_pool<C: Connector>(
     pool: &Arc<PoolInner<C>>,
     caller: &'static Location<'static>,
-    started: Instant,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Result<Conn<C>, PoolError<C::Error>> {
     let counters = &pool.counters;
     counters.gets.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +92,21 @@ async fn in_pool<C: Connector>(
         create: Some(pool.create_timeout),
         recycle: None,
     };
-    let obj = match pool.pool.timeout_get(&timeouts).await {
+    // The time to a connection is measured from the first time the get has to wait: a get
+    // served on its first poll (most of them) reads no clock and counts as no wait.
+    let mut waited_since: Option<Instant> = None;
+    let first = {
+        let mut get = std::pin::pin!(pool.pool.timeout_get(&timeouts));
+        std::future::poll_fn(|cx| {
+            let poll = get.as_mut().poll(cx);
+            if poll.is_pending() && waited_since.is_none() {
+                waited_since = Some(Instant::now());
+            }
+            poll
+        })
+        .await
+    };
+    let obj = match first {
         Ok(obj) => obj,
         Err(managed::PoolError::Timeout(TimeoutType::Wait)) if !pool.wait_timeout.is_zero() => {
             // Busy: join the bounded queue, or fail at once.
@@ -98,7 +115,9 @@ async fn in_pool<C: Connector>(
                 return Err(fail(pool, PoolError::Saturated));
             };
             counters.waited.fetch_add(1, Ordering::Relaxed);
-            timeouts.wait = Some(deadline.saturating_duration_since(Instant::now()));
+            let now = *waited_since.get_or_insert_with(Instant::now);
+            let deadline = deadline.unwrap_or_else(|| now + pool.wait_timeout);
+            timeouts.wait = Some(deadline.saturating_duration_since(now));
             pool.pool
                 .timeout_get(&timeouts)
                 .await
@@ -110,12 +129,13 @@ async fn in_pool<C: Connector>(
         // Paused while this get waited: the connection goes back, unused.
         return Err(fail(pool, PoolError::Paused));
     }
-    let now = Instant::now();
-    counters.wait.record(now.saturating_duration_since(started));
-    // No leak warning, no registry: the checkout skips its lock.
+    counters
+        .wait
+        .record(waited_since.map_or(Duration::ZERO, |t| t.elapsed()));
+    // No leak warning, no registry: the checkout skips its lock and the clock.
     let checkout = pool
         .leak_threshold
-        .map(|_| pool.checkouts.insert(caller, now));
+        .map(|_| pool.checkouts.insert(caller, Instant::now()));
     Ok(Conn::new(obj, pool.clone(), checkout))
 }
 

@@ -10,12 +10,20 @@ use super::gate::GatePermit;
 use crate::telemetry::counters::{CloseReason, PoolCounters};
 
 /// A pooled connection and what the pool knows about it.
+///
+/// Small on purpose: deadpool moves it by value on every checkout and return, so what is read
+/// only when it is created, checked or closed lives behind one box.
 pub(crate) struct Slot<T> {
     pub(crate) conn: T,
-    /// When it must close: creation plus the jittered maximum lifetime.
-    expires: Option<Instant>,
     /// When it was last returned to the pool (or created).
     pub(crate) idle_since: Instant,
+    cold: Box<Cold>,
+}
+
+/// What a slot needs only when it is created, checked or closed.
+struct Cold {
+    /// When it must close: creation plus the jittered maximum lifetime.
+    expires: Option<Instant>,
     /// Why it is being closed, read when it drops. Atomic, not a `Cell`, so that connections
     /// stay `Sync`.
     close_reason: AtomicU8,
@@ -34,20 +42,24 @@ impl<T> Slot<T> {
         let now = Instant::now();
         Slot {
             conn,
-            expires: lifetimes.expiry(now),
             idle_since: now,
-            close_reason: AtomicU8::new(CloseReason::Other as u8),
-            counters,
-            _socket: socket,
+            cold: Box::new(Cold {
+                expires: lifetimes.expiry(now),
+                close_reason: AtomicU8::new(CloseReason::Other as u8),
+                counters,
+                _socket: socket,
+            }),
         }
     }
 
     pub(crate) fn set_close_reason(&self, reason: CloseReason) {
-        self.close_reason.store(reason as u8, Ordering::Relaxed);
+        self.cold
+            .close_reason
+            .store(reason as u8, Ordering::Relaxed);
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|at| now >= at)
+        self.cold.expires.is_some_and(|at| now >= at)
     }
 
     /// Whether the reaper should close it now: past its lifetime, or idle past the timeout.
@@ -62,8 +74,8 @@ impl<T> Slot<T> {
 
 impl<T> Drop for Slot<T> {
     fn drop(&mut self) {
-        let reason = CloseReason::from_u8(self.close_reason.load(Ordering::Relaxed));
-        self.counters.closed(reason);
+        let reason = CloseReason::from_u8(self.cold.close_reason.load(Ordering::Relaxed));
+        self.cold.counters.closed(reason);
     }
 }
 

@@ -1,0 +1,83 @@
+//! Checkout cost for `valgrind --tool=callgrind`: N sequential `get` + drop cycles on one warm
+//! connection, through the multiloop pool or raw deadpool with the same non-blocking peek.
+//!
+//! ```text
+//! cargo build --release --example checkout_cost
+//! valgrind --tool=callgrind target/release/examples/checkout_cost multiloop 100000
+//! valgrind --tool=callgrind target/release/examples/checkout_cost deadpool 100000
+//! ```
+//!
+//! Both run 1,000 warm-up cycles first; subtract a run with 0 cycles to leave the setup out.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+struct Deadpool(SocketAddr);
+
+impl deadpool::managed::Manager for Deadpool {
+    type Type = TcpStream;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> std::io::Result<TcpStream> {
+        TcpStream::connect(self.0).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut TcpStream,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<std::io::Error> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&*conn).peek(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(deadpool::managed::RecycleError::Backend(e)),
+            Ok(_) => Err(deadpool::managed::RecycleError::message("not idle")),
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "multiloop".into());
+    let cycles: usize = args.next().map_or(Ok(100_000), |s| s.parse())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        match which.as_str() {
+            "deadpool" => {
+                let pool: deadpool::managed::Pool<Deadpool> =
+                    deadpool::managed::Pool::builder(Deadpool(addr))
+                        .max_size(1)
+                        .build()?;
+                for _ in 0..1_000 + cycles {
+                    drop(pool.get().await.map_err(|e| e.to_string())?);
+                }
+            }
+            _ => {
+                let pool = multiloop::Pool::builder(addr)
+                    .max_size(1)
+                    .leak_threshold(None)
+                    .port_warning(None)
+                    .build()?;
+                for _ in 0..1_000 + cycles {
+                    drop(pool.get().await?);
+                }
+            }
+        }
+        Ok(())
+    })
+}
