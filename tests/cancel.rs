@@ -366,3 +366,34 @@ async fn a_cancelled_get_many_leaves_its_pipelined_connections_clean() {
     assert_eq!(stats.closed.in_flight, 0, "{stats:?}");
     assert_eq!(server.seen.accepted(), 2, "no new dials: {stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_on_a_dial_takes_a_connection_given_back_first() {
+    let server = Counting::start(Reply::Silent).await;
+    let connector = SlowHandshake::new(Duration::from_millis(300));
+    let pool = Pool::builder(server.addr)
+        .connector(connector.clone())
+        .max_size(2)
+        .build()
+        .unwrap();
+    let first = pool.get().await.unwrap();
+    let first_addr = first.as_tcp().unwrap().local_addr().unwrap();
+    // A second get must dial (a slot is free), and its handshake takes 300 ms.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let conn = pool.get().await.unwrap();
+            conn.as_tcp().unwrap().local_addr().unwrap()
+        })
+    };
+    eventually("the second get is dialing", || pool.status().dialing == 1).await;
+    drop(first);
+    let got = waiter.await.unwrap();
+    assert_eq!(got, first_addr, "the connection given back came first");
+    eventually("the dial finished", || pool.status().dialing == 0).await;
+    let stats = pool.stats();
+    assert_eq!(stats.created, 2, "{stats:?}");
+    assert_eq!(stats.abandoned, 1, "the dial's connection joined the pool");
+    assert_eq!(pool.status().size, 2);
+    assert_eq!(server.seen.accepted(), 2);
+}
