@@ -31,8 +31,16 @@ fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
     .clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// How often port utilization is read from `/proc`.
-const PORT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long until the next port census, by how close the last one came to the warning: every
+/// 15 s while under half of it, every 5 s above that, every second from 90% of it on, so the
+/// census costs least when nothing is wrong and looks closest when something is.
+fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
+    match utilization {
+        Some(u) if u >= threshold * 0.9 => Duration::from_secs(1),
+        Some(u) if u >= threshold * 0.5 => Duration::from_secs(5),
+        _ => Duration::from_secs(15),
+    }
+}
 
 /// Starts the reaper once, on the first `get` or warm-up. Without a runtime it does not start,
 /// and the next call tries again.
@@ -68,9 +76,11 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
             reap(pool);
             warn_leaks(pool);
             flush_reports(pool);
-            if pool.port_warning.is_some() && Instant::now() >= next_port_check {
-                next_port_check = Instant::now() + PORT_CHECK_INTERVAL;
-                check_ports(pool).await;
+            if let Some(threshold) = pool.port_warning
+                && Instant::now() >= next_port_check
+            {
+                let utilization = check_ports(pool).await;
+                next_port_check = Instant::now() + census_interval(utilization, threshold);
             }
             if pool.pool.status().size < pool.min_idle && !pool.supply.health.is_down() {
                 let _ = warm::fill(pool).await;
@@ -146,23 +156,20 @@ fn flush_reports<C: Connector>(pool: &PoolInner<C>) {
     pool.supply.dialer.flush_reports();
 }
 
-/// Reads the port budget towards the target and warns above the threshold.
-async fn check_ports<C: Connector>(pool: &PoolInner<C>) {
-    let Some(threshold) = pool.port_warning else {
-        return;
-    };
-    // A unix socket uses no ports; a host name is counted once it is an address.
-    let Some(target) = pool.target().tcp() else {
-        return;
-    };
+/// Counts the sockets towards the target on a blocking thread, warns above the threshold, and
+/// returns the busiest source's utilization.
+async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
+    let threshold = pool.port_warning?;
+    // A unix socket uses no ports; a host name is not counted (its addresses may change).
+    let target = pool.target().tcp()?;
     let range = pool.supply.dialer.local_port_range();
     let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, range)).await;
     let Ok(Ok(snap)) = snap else {
-        return;
+        return None;
     };
     let utilization = snap.utilization();
     if utilization < threshold {
-        return;
+        return Some(utilization);
     }
     pool.reporter.report(PoolEvent::Ports, |suppressed| {
         tracing::warn!(
@@ -176,4 +183,5 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) {
              spread over more sources or reuse connections longer"
         );
     });
+    Some(utilization)
 }
