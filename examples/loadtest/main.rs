@@ -264,44 +264,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// What `--check` finds wrong: naive must fail; the pooled modes must not fail on ports,
-/// descriptors or timeouts, must stay within their pool and keep memory flat. Shedding is not
-/// failure: it is the bound working.
-fn check(summaries: &[ModeSummary], pool_size: usize) -> Vec<String> {
-    let mut problems = Vec::new();
-    for m in summaries {
-        if let Some(why) = &m.stopped {
-            problems.push(format!("{}: {why}", m.mode));
-            continue;
-        }
-        let e = &m.errors;
-        match m.mode.as_str() {
-            "naive" if e.failed() == 0 => {
-                problems.push("naive: no failures; the incident did not reproduce".to_string())
-            }
-            "pooled" | "batched" => {
-                if e.ports_exhausted + e.fd_limit + e.timeout > 0 {
-                    problems.push(format!(
-                        "{}: {} ports, {} descriptor and {} timeout failures",
-                        m.mode, e.ports_exhausted, e.fd_limit, e.timeout
-                    ));
-                }
-                if m.peak_sockets > pool_size {
-                    problems.push(format!(
-                        "{}: {} sockets open at once, above the pool size {pool_size}",
-                        m.mode, m.peak_sockets
-                    ));
-                }
-                if !m.memory_flat() {
-                    problems.push(format!("{}: memory grew during the run", m.mode));
-                }
-            }
-            _ => {}
-        }
-    }
-    problems
-}
-
 /// Creates the directories an output file goes in.
 fn create_parent(path: &std::path::Path) -> Result<(), String> {
     match path.parent() {
@@ -499,7 +461,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         println!("wrote {}", path.display());
     }
     if args.check {
-        let problems = check(&summaries, settings.pool_size);
+        let problems = report::check(&summaries, settings.pool_size);
         if !problems.is_empty() {
             eprintln!("check failed:\n  {}", problems.join("\n  "));
             return Ok(std::process::ExitCode::from(3));

@@ -4,7 +4,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::dialer::{Dialer, Options};
-use super::probe::{probe_bind, probe_options, probe_routes};
+use super::probe::{Fallback, probe_bind, probe_options, probe_routes};
 use super::source::SourceSet;
 use super::source::Strategy;
 use crate::error::{ConfigError, check_duration};
@@ -29,19 +29,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 
 /// Default for [`DialerBuilder::quarantine`]: 60 s, one TIME_WAIT period on Linux.
 pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(60);
-
-/// What [`DialerBuilder::build`] does when the platform does not route the source set, as on
-/// macOS, which routes only 127.0.0.1 unless aliases are added.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fallback {
-    /// Dial from 127.0.0.1 alone and log one warning at build time. The default: the dialer
-    /// keeps working, with the port budget of a plain `connect`.
-    #[default]
-    Localhost,
-    /// Fail the build with a [`ConfigError`] that says how to add the aliases.
-    Fail,
-}
 
 /// Configures a [`Dialer`]. Made by [`Dialer::builder`].
 ///
@@ -76,6 +63,13 @@ impl Default for DialerBuilder {
             quarantine: DEFAULT_QUARANTINE,
             fallback: Fallback::default(),
         }
+    }
+}
+
+impl Dialer {
+    /// A builder with every option at its default.
+    pub fn builder() -> DialerBuilder {
+        DialerBuilder::default()
     }
 }
 

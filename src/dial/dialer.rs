@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use super::builder::DialerBuilder;
 use super::quarantine::Quarantine;
 use super::source::{SourceSet, Strategy};
 use super::stream::Stream;
@@ -91,11 +90,6 @@ impl ReportKind for DialErrorKind {
 }
 
 impl Dialer {
-    /// A builder with every option at its default.
-    pub fn builder() -> DialerBuilder {
-        DialerBuilder::default()
-    }
-
     pub(super) fn new(o: Options) -> Dialer {
         Dialer {
             inner: Arc::new(Inner {

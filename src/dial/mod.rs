@@ -18,10 +18,10 @@ mod target;
 mod unix;
 
 pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, DialerBuilder, Fallback,
-    MAX_ATTEMPTS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, DialerBuilder, MAX_ATTEMPTS,
 };
 pub use dialer::Dialer;
+pub use probe::Fallback;
 pub use source::{SourceSet, Strategy};
 pub use stream::Stream;
 pub use target::{IntoTarget, Target};

@@ -6,10 +6,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::builder::Fallback;
 use super::sockopt;
 use super::source::{Class, SourceSet};
 use crate::error::ConfigError;
+
+/// What [`DialerBuilder::build`] does when the platform does not route the source set, as on
+/// macOS, which routes only 127.0.0.1 unless aliases are added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// Dial from 127.0.0.1 alone and log one warning at build time. The default: the dialer
+    /// keeps working, with the port budget of a plain `connect`.
+    #[default]
+    Localhost,
+    /// Fail the build with a [`ConfigError`] that says how to add the aliases.
+    Fail,
+}
 
 pub(super) struct ProbedOptions {
     pub(super) no_port: bool,

@@ -13,7 +13,7 @@ use super::conn::Conn;
 use super::inner::{PoolEvent, PoolInner};
 use super::limit::{Limit, Refused};
 use super::reaper;
-use super::supply::CreateError;
+use super::supply::convert;
 use crate::connector::Connector;
 use crate::error::{PoolError, TimeoutKind};
 
@@ -137,24 +137,6 @@ async fn in_pool<C: Connector>(
         .leak_threshold
         .map(|_| pool.checkouts.insert(caller, Instant::now()));
     Ok(Conn::new(obj, pool.clone(), checkout))
-}
-
-pub(crate) fn convert<E>(e: managed::PoolError<CreateError<E>>) -> PoolError<E> {
-    match e {
-        managed::PoolError::Timeout(TimeoutType::Wait) => PoolError::Timeout(TimeoutKind::Wait),
-        managed::PoolError::Timeout(TimeoutType::Create)
-        | managed::PoolError::Backend(CreateError::Timeout) => {
-            PoolError::Timeout(TimeoutKind::Create)
-        }
-        managed::PoolError::Timeout(TimeoutType::Recycle) => PoolError::Timeout(TimeoutKind::Check),
-        managed::PoolError::Backend(CreateError::Dial(e)) => PoolError::Dial(e),
-        managed::PoolError::Backend(CreateError::Backend(e)) => PoolError::Backend(e),
-        // The pool is built with a runtime and without hooks, so only closing leads here.
-        managed::PoolError::Closed
-        | managed::PoolError::Backend(CreateError::Closed)
-        | managed::PoolError::NoRuntimeSpecified
-        | managed::PoolError::PostCreateHook(_) => PoolError::Closed,
-    }
 }
 
 /// Counts a failed get in exactly one counter, reports it (rate-limited), and returns it.

@@ -2,6 +2,8 @@
 //! the config once and assembles the pool.
 
 use std::fmt;
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use super::manager::Manager;
 use super::slot::Lifetimes;
 use super::supply::Supply;
 use crate::connector::{Connector, Raw};
-use crate::dial::{Dialer, Target};
+use crate::dial::{Dialer, IntoTarget, Target};
 use crate::error::ConfigError;
 use crate::telemetry::counters::PoolCounters;
 use crate::telemetry::report::Reporter;
@@ -39,6 +41,26 @@ impl<C: Connector> fmt::Debug for PoolBuilder<C> {
             .field("target", &self.target.as_ref().map_err(|e| e.message()))
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+impl Pool<Raw> {
+    /// A builder for a pool of connections to `target`, with every option at its default and
+    /// the [`Raw`] connector; [`PoolBuilder::connector`] picks another.
+    ///
+    /// `target` is a [`SocketAddr`](std::net::SocketAddr), `"host:port"`, `(host, port)` or a
+    /// [`Target`]. Nothing is resolved here: a host name is looked up by the dialer, inside its
+    /// connect timeout, at each dial.
+    pub fn builder(target: impl IntoTarget) -> PoolBuilder<Raw> {
+        PoolBuilder::with_target(target.into_target())
+    }
+
+    /// A builder for a pool of connections to the unix domain socket at `path`, with the same
+    /// options and connectors as a TCP pool. A unix socket uses no ports, so it cannot run out
+    /// of them; the dialer's options do not apply, but its connect timeout does.
+    #[cfg(unix)]
+    pub fn builder_unix(path: impl Into<PathBuf>) -> PoolBuilder<Raw> {
+        PoolBuilder::with_target(Ok(Target::Unix(path.into())))
     }
 }
 

@@ -3,19 +3,16 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
-#[cfg(unix)]
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::admission;
-use super::builder::PoolBuilder;
 use super::config::{check_limit, check_max_size, check_max_waiters};
 use super::conn::Conn;
 use super::inner::PoolInner;
 use super::{reaper, warm};
 use crate::connector::{Connector, Raw};
-use crate::dial::{Dialer, IntoTarget, Target};
+use crate::dial::{Dialer, Target};
 use crate::error::{ConfigError, PoolError};
 use crate::telemetry::counters::PoolStats;
 
@@ -69,26 +66,6 @@ impl<C: Connector> Clone for Pool<C> {
         Pool {
             inner: self.inner.clone(),
         }
-    }
-}
-
-impl Pool<Raw> {
-    /// A builder for a pool of connections to `target`, with every option at its default and
-    /// the [`Raw`] connector; [`PoolBuilder::connector`] picks another.
-    ///
-    /// `target` is a [`SocketAddr`](std::net::SocketAddr), `"host:port"`, `(host, port)` or a
-    /// [`Target`]. Nothing is resolved here: a host name is looked up by the dialer, inside its
-    /// connect timeout, at each dial.
-    pub fn builder(target: impl IntoTarget) -> PoolBuilder<Raw> {
-        PoolBuilder::with_target(target.into_target())
-    }
-
-    /// A builder for a pool of connections to the unix domain socket at `path`, with the same
-    /// options and connectors as a TCP pool. A unix socket uses no ports, so it cannot run out
-    /// of them; the dialer's options do not apply, but its connect timeout does.
-    #[cfg(unix)]
-    pub fn builder_unix(path: impl Into<PathBuf>) -> PoolBuilder<Raw> {
-        PoolBuilder::with_target(Ok(Target::Unix(path.into())))
     }
 }
 

@@ -27,7 +27,9 @@ use super::health::{DialTicket, Health};
 use super::slot::{Lifetimes, Slot};
 use crate::connector::Connector;
 use crate::dial::{Dialer, Target};
-use crate::error::{DialError, DialErrorKind};
+use deadpool::managed::{self, TimeoutType};
+
+use crate::error::{DialError, DialErrorKind, PoolError, TimeoutKind};
 use crate::telemetry::counters::PoolCounters;
 
 /// What creating a connection fails with.
@@ -320,5 +322,24 @@ async fn permit_unless_arrived<E>(
         biased;
         p = gate.acquire() => p.map(Some).ok_or(CreateError::Closed),
         () = arrived => Ok(None),
+    }
+}
+
+/// The error a caller sees for what deadpool reports.
+pub(crate) fn convert<E>(e: managed::PoolError<CreateError<E>>) -> PoolError<E> {
+    match e {
+        managed::PoolError::Timeout(TimeoutType::Wait) => PoolError::Timeout(TimeoutKind::Wait),
+        managed::PoolError::Timeout(TimeoutType::Create)
+        | managed::PoolError::Backend(CreateError::Timeout) => {
+            PoolError::Timeout(TimeoutKind::Create)
+        }
+        managed::PoolError::Timeout(TimeoutType::Recycle) => PoolError::Timeout(TimeoutKind::Check),
+        managed::PoolError::Backend(CreateError::Dial(e)) => PoolError::Dial(e),
+        managed::PoolError::Backend(CreateError::Backend(e)) => PoolError::Backend(e),
+        // The pool is built with a runtime and without hooks, so only closing leads here.
+        managed::PoolError::Closed
+        | managed::PoolError::Backend(CreateError::Closed)
+        | managed::PoolError::NoRuntimeSpecified
+        | managed::PoolError::PostCreateHook(_) => PoolError::Closed,
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use deadpool::managed::{self, TimeoutType, Timeouts};
 use futures_util::StreamExt;
 
-use super::admission::convert;
 use super::inner::PoolInner;
+use super::supply::convert;
 use crate::connector::Connector;
 use crate::error::PoolError;
 

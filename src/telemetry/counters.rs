@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::histogram::Histogram;
+use super::histogram::{Histogram, WaitPercentiles};
 use crate::error::DialErrorKind;
 
 /// The most distinct source addresses [`DialStats::distinct_sources`] counts exactly.
@@ -198,21 +198,6 @@ impl ClosedCounts {
     pub fn total(&self) -> u64 {
         self.broken + self.in_flight + self.lifetime + self.idle + self.other
     }
-}
-
-/// Percentiles of the time `get` took, from a histogram with quarter-octave buckets: each
-/// figure is an upper bound within 19% of the true value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WaitPercentiles {
-    /// Median.
-    pub p50: std::time::Duration,
-    /// 90th percentile.
-    pub p90: std::time::Duration,
-    /// 99th percentile.
-    pub p99: std::time::Duration,
-    /// The longest.
-    pub max: std::time::Duration,
 }
 
 /// Why a pooled connection was closed.

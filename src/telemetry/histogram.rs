@@ -2,7 +2,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::counters::WaitPercentiles;
+/// Percentiles of the time `get` took, from a histogram with quarter-octave buckets: each
+/// figure is an upper bound within 19% of the true value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitPercentiles {
+    /// Median.
+    pub p50: std::time::Duration,
+    /// 90th percentile.
+    pub p90: std::time::Duration,
+    /// 99th percentile.
+    pub p99: std::time::Duration,
+    /// The longest.
+    pub max: std::time::Duration,
+}
 
 /// Buckets per octave: quarter octaves.
 const SUB: u32 = 4;
