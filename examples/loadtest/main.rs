@@ -368,7 +368,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         {
             return Err(format!(
                 "the {} mode's ports, {}-{}, reach {}-{}, which the crate's tests use; pick a \
-                 --port-range whose three blocks stay clear of it (README, \"Port blocks\")",
+                 --port-range whose blocks, one per mode, stay clear of it (README, \"Port blocks\")",
                 mode.name(),
                 block.start(),
                 block.end(),
