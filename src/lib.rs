@@ -83,6 +83,8 @@
 //!   cancellation-aware.
 //! - `redis`: [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`,
 //!   with protected-mode detection.
+//! - `metrics`: a pool's series through the `metrics` facade, in OpenTelemetry's
+//!   connection-pool names (README, "Metrics").
 //! - `hyper`: [`Dialer`] as a `tower_service::Service<http::Uri>`, a connector for hyper-util's
 //!   legacy `Client` and tonic (see [`service`]).
 //!

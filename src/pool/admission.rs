@@ -129,9 +129,10 @@ async fn in_pool<C: Connector>(
         // Paused while this get waited: the connection goes back, unused.
         return Err(fail(pool, PoolError::Paused));
     }
-    counters
-        .wait
-        .record(waited_since.map_or(Duration::ZERO, |t| t.elapsed()));
+    let waited = waited_since.map_or(Duration::ZERO, |t| t.elapsed());
+    counters.wait.record(waited);
+    #[cfg(feature = "metrics")]
+    pool.supply.export.waited(waited);
     // No leak warning, no registry: the checkout skips its lock and the clock.
     let checkout = pool
         .leak_threshold

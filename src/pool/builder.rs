@@ -142,6 +142,12 @@ impl<C: Connector> PoolBuilder<C> {
         port_warning: Option<f64>;
     }
 
+    /// [`PoolConfig::name`]: the pool's name in logs and metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
     /// [`PoolConfig::default_limit`]: the concurrency limit of `fan_out` and bulkheads.
     pub fn default_limit(mut self, n: usize) -> Self {
         self.config.default_limit = Some(n);
@@ -171,6 +177,10 @@ impl<C: Connector> PoolBuilder<C> {
                 .map_err(|e| ConfigError::new("target", e.io_error().to_string()))?;
         }
         let counters = Arc::new(PoolCounters::default());
+        #[cfg(feature = "metrics")]
+        let export = Arc::new(crate::telemetry::export::Export::new(
+            &config.name.clone().unwrap_or_else(|| target.to_string()),
+        ));
         let lifetimes = Lifetimes {
             max_lifetime: config.max_lifetime,
             jitter: config.lifetime_jitter,
@@ -185,6 +195,8 @@ impl<C: Connector> PoolBuilder<C> {
             config.create_timeout,
             config.max_size,
             config.max_concurrent_dials,
+            #[cfg(feature = "metrics")]
+            export,
         ));
         let manager = Manager {
             supply: supply.clone(),

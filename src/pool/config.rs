@@ -61,6 +61,9 @@ pub const MAX_WAITERS: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct PoolConfig {
+    /// The pool's name in logs and metrics (`db.client.connection.pool.name`). Default: `None`,
+    /// the target (`127.0.0.1:11211`). At most 128 characters.
+    pub name: Option<String>,
     /// The hard cap on open sockets: connections idle, in use, and being dialed. Default:
     /// [`DEFAULT_MAX_SIZE`]. From 1 to [`MAX_POOL_SIZE`].
     pub max_size: usize,
@@ -119,6 +122,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
+            name: None,
             max_size: DEFAULT_MAX_SIZE,
             max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
@@ -145,6 +149,14 @@ impl PoolConfig {
     ///
     /// The first [`ConfigError`], naming the option and its bound.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.chars().count() > 128)
+        {
+            return Err(ConfigError::new(
+                "name",
+                "must be 1 to 128 characters: it labels every metric of the pool",
+            ));
+        }
         check_max_size(self.max_size, self.min_idle)?;
         check_count(
             "max_concurrent_dials",

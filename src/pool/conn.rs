@@ -48,6 +48,9 @@ pub struct Conn<C: Connector> {
     checkout: Option<usize>,
     io: Io,
     pub(crate) limit: Option<LimitPermit>,
+    /// When it was taken, for `db.client.connection.use_time`.
+    #[cfg(feature = "metrics")]
+    taken: Instant,
 }
 
 impl<C: Connector> Conn<C> {
@@ -62,6 +65,8 @@ impl<C: Connector> Conn<C> {
             checkout,
             io: Io::Idle,
             limit: None,
+            #[cfg(feature = "metrics")]
+            taken: Instant::now(),
         }
     }
 
@@ -113,6 +118,8 @@ impl<C: Connector> Drop for Conn<C> {
         let Some(mut obj) = self.obj.take() else {
             return;
         };
+        #[cfg(feature = "metrics")]
+        self.pool.supply.export.used(self.taken.elapsed());
         let slot: &mut Slot<C::Conn> = &mut obj;
         slot.idle_since = Instant::now();
         let supply = &self.pool.supply;

@@ -75,6 +75,8 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
                 return;
             }
             let pool = &*inner;
+            #[cfg(feature = "metrics")]
+            publish(pool);
             reap(pool);
             warn_leaks(pool);
             flush_reports(pool);
@@ -169,6 +171,8 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
     let Ok(Ok(snap)) = snap else {
         return None;
     };
+    #[cfg(feature = "metrics")]
+    pool.supply.export.census(&snap);
     let utilization = snap.utilization();
     if utilization < threshold {
         return Some(utilization);
@@ -186,4 +190,23 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
         );
     });
     Some(utilization)
+}
+
+/// The pool's gauges and counters, to the `metrics` recorder.
+#[cfg(feature = "metrics")]
+fn publish<C: Connector>(pool: &PoolInner<C>) {
+    let s = pool.pool.status();
+    let stashed = pool.supply.stashed();
+    let now = crate::telemetry::export::Occupancy {
+        idle: s.available + stashed,
+        used: s.size.saturating_sub(s.available),
+        max: pool.max_size.load(Ordering::Relaxed),
+        idle_min: pool.min_idle,
+        pending: pool.waiters.load(Ordering::Relaxed),
+        dialing: pool.supply.dialing(),
+    };
+    let stats = pool.counters.snapshot();
+    pool.supply
+        .export
+        .publish(&now, &stats, &pool.supply.dialer.stats());
 }

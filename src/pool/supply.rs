@@ -67,6 +67,8 @@ pub(crate) struct Supply<C: Connector> {
     /// Dial tasks running now.
     dialing: AtomicUsize,
     closed: AtomicBool,
+    #[cfg(feature = "metrics")]
+    pub(crate) export: Arc<crate::telemetry::export::Export>,
 }
 
 /// How many are in a counter while a guard lives.
@@ -117,6 +119,7 @@ impl<C: Connector> Supply<C> {
         create_timeout: Duration,
         max_size: usize,
         max_dials: usize,
+        #[cfg(feature = "metrics")] export: Arc<crate::telemetry::export::Export>,
     ) -> Supply<C> {
         Supply {
             dialer,
@@ -133,6 +136,8 @@ impl<C: Connector> Supply<C> {
             waiting: AtomicUsize::new(0),
             dialing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            export,
         }
     }
 
@@ -251,11 +256,15 @@ impl<C: Connector> Supply<C> {
         tx: oneshot::Sender<Made<C>>,
     ) {
         let _dialing = Counted::enter(&self.dialing);
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
         let made = tokio::time::timeout(self.create_timeout, self.make(ticket)).await;
         drop(dial);
         let result = match made {
             Ok(Ok(conn)) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.export.created(started.elapsed());
                 Ok(Slot::new(
                     conn,
                     &self.lifetimes,

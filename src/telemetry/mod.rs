@@ -2,6 +2,8 @@
 //! snapshots, the wait-time histogram, the rate-limited reporter, and the port census.
 
 pub(crate) mod counters;
+#[cfg(feature = "metrics")]
+pub(crate) mod export;
 pub(crate) mod histogram;
 pub mod ports;
 pub(crate) mod report;
