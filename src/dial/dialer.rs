@@ -26,7 +26,7 @@ use crate::telemetry::report::{DEFAULT_REPORT_WINDOW, ReportKind, Reporter};
 /// default), binds it with `IP_BIND_ADDRESS_NO_PORT` so that the kernel chooses the port by the
 /// full 4-tuple, and connects under a timeout that covers name lookup too. If the source has
 /// run out of ports, the dialer quarantines it and retries on another, up to
-/// [`DialerBuilder::max_attempts`]. Refusals, timeouts and file-descriptor exhaustion are not
+/// [`DialerBuilder::max_attempts`](crate::DialerBuilder::max_attempts). Refusals, timeouts and file-descriptor exhaustion are not
 /// retried: another source would not help.
 ///
 /// A `Dialer` is cheap to clone; clones share the quarantine and the counters. It runs no

@@ -10,7 +10,7 @@ use super::sockopt;
 use super::source::{Class, SourceSet};
 use crate::error::ConfigError;
 
-/// What [`DialerBuilder::build`] does when the platform does not route the source set, as on
+/// What [`DialerBuilder::build`](crate::DialerBuilder::build) does when the platform does not route the source set, as on
 /// macOS, which routes only 127.0.0.1 unless aliases are added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
