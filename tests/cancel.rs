@@ -401,3 +401,23 @@ async fn a_caller_waiting_on_a_dial_takes_a_connection_given_back_first() {
     assert_eq!(pool.status().size, 2);
     assert_eq!(server.seen.accepted(), 2);
 }
+
+#[tokio::test]
+async fn a_write_without_a_reply_is_kept_when_marked_idle() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = Pool::builder(server.addr).max_size(1).build().unwrap();
+    let mut conn = pool.get().await.unwrap();
+    conn.write_all(b"set k 0 0 1 noreply\r\nv\r\n")
+        .await
+        .unwrap();
+    conn.mark_idle();
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    conn.write_all(b"req-unanswered\n").await.unwrap();
+    drop(conn);
+    eventually("the unmarked one closed", || {
+        pool.stats().closed.in_flight == 1
+    })
+    .await;
+    assert_eq!(pool.stats().created, 1, "the marked connection was reused");
+}

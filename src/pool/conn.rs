@@ -79,6 +79,16 @@ impl<C: Connector> Conn<C> {
         }
     }
 
+    /// Tells the pool that no reply is on its way, after a request that has none (memcached's
+    /// `noreply`, a fire-and-forget write). Without it, a write not followed by a completed read
+    /// counts as a request in flight, and the connection is recovered or closed when it comes
+    /// back instead of being reused.
+    pub fn mark_idle(&mut self) {
+        if self.io != Io::Broken {
+            self.io = Io::Idle;
+        }
+    }
+
     fn track<T>(&mut self, poll: &Poll<io::Result<T>>, done: Io) {
         self.io = match poll {
             Poll::Ready(Ok(_)) => done,
