@@ -15,7 +15,7 @@ use super::limit::{Limit, Refused};
 use super::reaper;
 use super::supply::convert;
 use crate::connector::Connector;
-use crate::error::{PoolError, TimeoutKind};
+use crate::error::PoolError;
 
 /// A connection for `caller`, through `bulkhead` if given.
 pub(crate) async fn get<C: Connector>(
@@ -34,24 +34,17 @@ pub(crate) async fn get<C: Connector>(
             // wait_timeout is validated at most 24 h, so the deadline exists.
             let deadline =
                 *deadline.insert(started.checked_add(pool.wait_timeout).unwrap_or(started));
-            if !limit.explicit.load(Ordering::Relaxed) {
-                let default = pool.default_limit();
-                if limit.limit() != default {
-                    limit.set(default);
-                }
-            }
+            limit.follow(pool.default_limit());
             let max_waiters = pool.max_waiters.load(Ordering::Relaxed);
             match limit.acquire(deadline, max_waiters).await {
                 Ok(permit) => Some(permit),
                 Err(refused) => {
-                    let (event, err) = match refused {
-                        Refused::Saturated => (PoolEvent::BulkheadSaturated, PoolError::Saturated),
-                        Refused::TimedOut => (
-                            PoolEvent::BulkheadTimeout,
-                            PoolError::Timeout(TimeoutKind::Wait),
-                        ),
-                        Refused::Closed => (PoolEvent::Closed, PoolError::Closed),
+                    let event = match refused {
+                        Refused::Saturated => PoolEvent::BulkheadSaturated,
+                        Refused::TimedOut => PoolEvent::BulkheadTimeout,
+                        Refused::Closed => PoolEvent::Closed,
                     };
+                    let err = refused.error();
                     pool.report(event, &format_args!("bulkhead {}: {err}", limit.name));
                     return Err(err);
                 }

@@ -18,9 +18,9 @@ use super::admission;
 use super::config::check_limit;
 use super::conn::Conn;
 use super::handle::Pool;
-use super::limit::{BulkheadStats, Limit, LimitPermit, MAX_BULKHEADS, Refused};
+use super::limit::{BulkheadStats, Limit, LimitPermit, MAX_BULKHEADS};
 use crate::connector::Connector;
-use crate::error::{ConfigError, PoolError, TimeoutKind};
+use crate::error::{ConfigError, PoolError};
 
 impl<C: Connector> Pool<C> {
     /// Runs `f(conn, item)` for every item with at most [`default_limit`](Pool::default_limit)
@@ -196,22 +196,13 @@ impl<C: Connector> Bulkhead<C> {
             return Err(PoolError::Closed);
         }
         let l = &self.limit;
-        if !l.explicit.load(Ordering::Relaxed) {
-            let default = self.pool.default_limit();
-            if l.limit() != default {
-                l.set(default);
-            }
-        }
+        l.follow(self.pool.default_limit());
         let started = Instant::now();
         let deadline = started.checked_add(inner.wait_timeout).unwrap_or(started);
         let max_waiters = inner.max_waiters.load(Ordering::Relaxed);
         l.acquire(deadline, max_waiters)
             .await
-            .map_err(|refused| match refused {
-                Refused::Saturated => PoolError::Saturated,
-                Refused::TimedOut => PoolError::Timeout(TimeoutKind::Wait),
-                Refused::Closed => PoolError::Closed,
-            })
+            .map_err(|refused| refused.error())
     }
 
     /// Sets this bulkhead's limit at runtime; it no longer follows the pool's default.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::gate::{Gate, GatePermit};
+use crate::error::{PoolError, TimeoutKind};
 
 /// The most named bulkheads a pool keeps. Names past it share one bulkhead named
 /// [`OVERFLOW_BULKHEAD`], so a name built from request data cannot grow memory without bound.
@@ -64,6 +65,17 @@ pub(crate) enum Refused {
     Closed,
 }
 
+impl Refused {
+    /// The error the caller sees.
+    pub(crate) fn error<E>(&self) -> PoolError<E> {
+        match self {
+            Refused::Saturated => PoolError::Saturated,
+            Refused::TimedOut => PoolError::Timeout(TimeoutKind::Wait),
+            Refused::Closed => PoolError::Closed,
+        }
+    }
+}
+
 /// One bulkhead: a [`Gate`] with its stats.
 pub(crate) struct Limit {
     pub(crate) name: Arc<str>,
@@ -101,6 +113,13 @@ impl Limit {
 
     pub(crate) fn set(&self, limit: usize) {
         self.gate.set(limit);
+    }
+
+    /// Follows the pool's default limit, unless `set_limit` fixed this one.
+    pub(crate) fn follow(&self, default: usize) {
+        if !self.explicit.load(Ordering::Relaxed) && self.limit() != default {
+            self.set(default);
+        }
     }
 
     /// A permit before `deadline`, behind at most `max_waiters` others. Each refusal is counted
