@@ -5,12 +5,15 @@
 //! connector), raw deadpool, and bb8. Each checks a connection on checkout with the same
 //! non-blocking peek, so the comparison is of the pools' own bookkeeping.
 
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+#[path = "common/deadpool_peek.rs"]
+mod deadpool_peek;
+use deadpool_peek::{DeadpoolManager, peek_ok};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,35 +30,6 @@ async fn holding_acceptor() -> SocketAddr {
         }
     });
     addr
-}
-
-/// The check all three pools run on checkout: one non-blocking peek.
-fn peek_ok(stream: &TcpStream) -> std::io::Result<()> {
-    let mut buf = [MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut buf) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) => Err(e),
-        Ok(_) => Err(std::io::Error::other("closed or unread bytes")),
-    }
-}
-
-struct DeadpoolManager(SocketAddr);
-
-impl deadpool::managed::Manager for DeadpoolManager {
-    type Type = TcpStream;
-    type Error = std::io::Error;
-
-    async fn create(&self) -> std::io::Result<TcpStream> {
-        TcpStream::connect(self.0).await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut TcpStream,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<std::io::Error> {
-        peek_ok(conn).map_err(deadpool::managed::RecycleError::Backend)
-    }
 }
 
 struct Bb8Manager(SocketAddr);

@@ -9,35 +9,12 @@
 //!
 //! Both run 1,000 warm-up cycles first; subtract a run with 0 cycles to leave the setup out.
 
-use std::mem::MaybeUninit;
-use std::net::SocketAddr;
-
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-struct Deadpool(SocketAddr);
-
-impl deadpool::managed::Manager for Deadpool {
-    type Type = TcpStream;
-    type Error = std::io::Error;
-
-    async fn create(&self) -> std::io::Result<TcpStream> {
-        TcpStream::connect(self.0).await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut TcpStream,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<std::io::Error> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&*conn).peek(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(deadpool::managed::RecycleError::Backend(e)),
-            Ok(_) => Err(deadpool::managed::RecycleError::message("not idle")),
-        }
-    }
-}
+#[path = "../benches/common/deadpool_peek.rs"]
+mod deadpool_peek;
+use deadpool_peek::DeadpoolManager;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -59,8 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         match which.as_str() {
             "deadpool" => {
-                let pool: deadpool::managed::Pool<Deadpool> =
-                    deadpool::managed::Pool::builder(Deadpool(addr))
+                let pool: deadpool::managed::Pool<DeadpoolManager> =
+                    deadpool::managed::Pool::builder(DeadpoolManager(addr))
                         .max_size(1)
                         .build()?;
                 for _ in 0..1_000 + cycles {
