@@ -218,13 +218,7 @@ impl Dialer {
                 _ => None,
             };
             let Some((target, rt, range)) = census else {
-                tracing::warn!(
-                    kind,
-                    error,
-                    suppressed_in_last_window = suppressed,
-                    "multiloop: dial failed; further failures of this kind are counted and \
-                     summarized once per window"
-                );
+                warn_failed(kind, &error, "", suppressed);
                 return;
             };
             // At most one such read per window: the log line waits for it, the dial does not.
@@ -235,14 +229,7 @@ impl Dialer {
                 let budget = ports::snapshot(target, range)
                     .map(|s| s.summary())
                     .unwrap_or_default();
-                tracing::warn!(
-                    kind,
-                    error,
-                    port_budget = %budget,
-                    suppressed_in_last_window = suppressed,
-                    "multiloop: dial failed; further failures of this kind are counted and \
-                     summarized once per window"
-                );
+                warn_failed(kind, &error, &budget, suppressed);
             }));
         });
     }
@@ -295,6 +282,18 @@ impl Dialer {
     pub fn connect_timeout(&self) -> Duration {
         self.inner.opts.connect_timeout
     }
+}
+
+/// The first dial failure of its kind in a window, with the port budget where one was read.
+fn warn_failed(kind: &str, error: &str, budget: &str, suppressed: u64) {
+    tracing::warn!(
+        kind,
+        error,
+        port_budget = budget,
+        suppressed_in_last_window = suppressed,
+        "multiloop: dial failed; further failures of this kind are counted and summarized once \
+         per window"
+    );
 }
 
 impl fmt::Debug for Dialer {
