@@ -177,10 +177,12 @@ impl<C: Connector> PoolBuilder<C> {
                 .map_err(|e| ConfigError::new("target", e.io_error().to_string()))?;
         }
         let counters = Arc::new(PoolCounters::default());
+        let name: Arc<str> = match &config.name {
+            Some(name) => name.as_str().into(),
+            None => target.to_string().into(),
+        };
         #[cfg(feature = "metrics")]
-        let export = Arc::new(crate::telemetry::export::Export::new(
-            &config.name.clone().unwrap_or_else(|| target.to_string()),
-        ));
+        let export = Arc::new(crate::telemetry::export::Export::new(&name));
         let lifetimes = Lifetimes {
             max_lifetime: config.max_lifetime,
             jitter: config.lifetime_jitter,
@@ -212,6 +214,7 @@ impl<C: Connector> PoolBuilder<C> {
             .map_err(|e| ConfigError::new("max_size", e.to_string()))?;
         Ok(Pool {
             inner: Arc::new(PoolInner {
+                name,
                 pool,
                 supply,
                 counters,

@@ -157,6 +157,12 @@ impl<C: Connector> Pool<C> {
         &self.inner.supply.dialer
     }
 
+    /// The pool's name: [`PoolConfig::name`](crate::PoolConfig::name), or else the target as
+    /// written. Metrics and the admin registry know the pool by it.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// Where the pool connects.
     pub fn target(&self) -> &Target {
         self.inner.target()

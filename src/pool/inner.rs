@@ -107,6 +107,8 @@ impl PoolEvent {
 }
 
 pub(crate) struct PoolInner<C: Connector> {
+    /// `PoolConfig::name`, or the target as written.
+    pub(crate) name: Arc<str>,
     pub(crate) pool: managed::Pool<Manager<C>>,
     pub(crate) supply: Arc<Supply<C>>,
     pub(crate) counters: Arc<PoolCounters>,

@@ -120,6 +120,9 @@ pub mod blocks {
     pub const SCALE: RangeInclusive<u16> = 60_200..=60_263;
     /// One port, for the test that a plain bind reserves its port for every source.
     pub const SINGLE: u16 = 60_900;
+    /// 12 ports the CLI's census test binds explicitly: 4 inside the range it asks about,
+    /// the rest outside.
+    pub const CENSUS: std::ops::RangeInclusive<u16> = 60_950..=60_961;
 }
 
 /// A dialer from `source` alone, with 50 ports per socket ([`blocks::DIAL`]): it runs out of

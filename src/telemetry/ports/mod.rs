@@ -149,8 +149,13 @@ pub struct PortSnapshot {
     pub system_range: RangeInclusive<u16>,
     /// The per-socket `IP_LOCAL_PORT_RANGE`, if the dialer sets one.
     pub socket_range: Option<RangeInclusive<u16>>,
-    /// Sockets to the target by source address, busiest first.
+    /// Sockets to the target by source address, busiest first: only those whose local port is
+    /// in the effective range (the per-socket range within the system's), the ports the budget
+    /// is made of.
     pub sources: Vec<SourceUsage>,
+    /// Sockets to the target from local ports outside the effective range (explicit binds,
+    /// other clients' ranges): they use none of its ports, so they are counted apart.
+    pub outside_range: usize,
     /// How the sockets were counted.
     pub census: Census,
 }
@@ -163,7 +168,7 @@ impl PortSnapshot {
         socket_range: Option<RangeInclusive<u16>>,
         entries: impl IntoIterator<Item = TcpEntry>,
     ) -> PortSnapshot {
-        let mut tally = Tally::new(target);
+        let mut tally = Tally::new(target, &system_range, socket_range.as_ref());
         for e in entries {
             tally.add(e);
         }
@@ -272,7 +277,15 @@ impl fmt::Display for PortSnapshot {
             thousands(self.total()),
             thousands(self.time_wait()),
             100.0 * self.utilization()
-        )
+        )?;
+        if self.outside_range > 0 {
+            write!(
+                f,
+                "\n{} more from local ports outside the range (not counted)",
+                thousands(self.outside_range)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -280,6 +293,8 @@ impl fmt::Display for PortSnapshot {
 /// target's sockets, not with the host's.
 pub(super) struct Tally {
     target: SocketAddr,
+    range: RangeInclusive<u16>,
+    outside: usize,
     by_source: std::collections::HashMap<IpAddr, SourceUsage>,
     /// The kernel prints its tables a page at a time and resumes by position, so under churn
     /// one socket can appear twice. A local address is one socket towards the target: count it
@@ -288,9 +303,15 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    fn new(target: SocketAddr) -> Tally {
+    fn new(
+        target: SocketAddr,
+        system: &RangeInclusive<u16>,
+        socket: Option<&RangeInclusive<u16>>,
+    ) -> Tally {
         Tally {
             target: SocketAddr::new(target.ip().to_canonical(), target.port()),
+            range: effective_range(system, socket),
+            outside: 0,
             by_source: Default::default(),
             seen: Default::default(),
         }
@@ -302,6 +323,10 @@ impl Tally {
 
     pub(super) fn add(&mut self, e: TcpEntry) {
         if e.remote != self.target || e.state == TcpState::Listen || !self.seen.insert(e.local) {
+            return;
+        }
+        if !self.range.contains(&e.local.port()) {
+            self.outside += 1;
             return;
         }
         let usage = self
@@ -331,6 +356,7 @@ impl Tally {
             system_range,
             socket_range,
             sources,
+            outside_range: self.outside,
             census,
         }
     }
@@ -357,12 +383,12 @@ pub fn snapshot(
     let system = local_port_range()?;
     #[cfg(target_os = "linux")]
     {
-        let mut tally = Tally::new(target);
+        let mut tally = Tally::new(target, &system, socket_range.as_ref());
         if diag::count(&mut tally).is_ok() {
             return Ok(tally.finish(system, socket_range, Census::SockDiag));
         }
     }
-    let mut tally = Tally::new(target);
+    let mut tally = Tally::new(target, &system, socket_range.as_ref());
     proc::count(&mut tally)?;
     Ok(tally.finish(system, socket_range, Census::ProcNet))
 }
@@ -466,12 +492,12 @@ mod tests {
         }
         let _elsewhere = TcpStream::connect(other.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let mut by_netlink = Tally::new(target);
+        let mut by_netlink = Tally::new(target, &local_port_range().unwrap(), None);
         if let Err(e) = diag::count(&mut by_netlink) {
             eprintln!("NOTICE: netlink census refused here ({e}); nothing to compare");
             return;
         }
-        let mut by_proc = Tally::new(target);
+        let mut by_proc = Tally::new(target, &local_port_range().unwrap(), None);
         proc::count(&mut by_proc).unwrap();
         let netlink = by_netlink.finish(32768..=60999, None, Census::SockDiag);
         let proc = by_proc.finish(32768..=60999, None, Census::ProcNet);
