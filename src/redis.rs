@@ -21,11 +21,20 @@
 //! refused source and the fix: a password or ACL user, or `protected-mode no` on a
 //! loopback-only bind. [`Connector::fallback_to_localhost`] dials from 127.0.0.1 instead, with a
 //! loud warning; the default is to fail. Later redis versions treat all of 127.0.0.0/8 as local.
+//!
+//! # Errors that name the fix
+//!
+//! A server that requires a password the URL does not give (`NOAUTH`, which redis-rs would
+//! report only at the first command) and credentials the server refuses (a wrong password, a
+//! missing or disabled ACL user, a password sent to a server without one) are
+//! [`Error::Auth`], naming the server, the user and what to change; a URL that does not parse
+//! is a [`ConfigError`](crate::ConfigError) naming the part at fault. None repeats a password or
+//! the whole URL.
 
 use crate::error::ConfigError;
 use crate::pool::PoolBuilder;
 
-pub use crate::connector::redis::{Connector, Error};
+pub use crate::connector::redis::{AuthProblem, Connector, Error};
 
 /// A pool builder for the redis at `url` (`redis://…` or `redis+unix://…`): the target and the
 /// connector both come from it. A host name in the URL is looked up at each dial, not here.

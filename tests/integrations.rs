@@ -101,7 +101,10 @@ mod redis_tests {
             .unwrap();
         let err = wrong.get().await.expect_err("a wrong password is refused");
         assert!(
-            matches!(err, PoolError::Backend(multiloop::redis::Error::Redis(_))),
+            matches!(
+                &err,
+                PoolError::Backend(multiloop::redis::Error::Auth { user: Some(u), .. }) if u == "alice"
+            ),
             "{err}"
         );
         assert!(!err.to_string().contains("nope"), "{err}");

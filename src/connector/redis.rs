@@ -2,14 +2,13 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis as rs;
 use rs::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::dial::{Stream, Target};
 use crate::error::ConfigError;
@@ -99,7 +98,9 @@ pub(crate) fn target_and_connector(url: &str) -> Result<(Target, Connector), Con
     let connector = Connector::new(info.redis_settings().clone());
     let target = match info.addr() {
         rs::ConnectionAddr::Tcp(host, port) => {
-            crate::dial::IntoTarget::into_target((host.as_str(), *port))?
+            crate::dial::IntoTarget::into_target((host.as_str(), *port)).map_err(|e| {
+                ConfigError::new("url", format!("not a valid redis URL: {}", e.message()))
+            })?
         }
         #[cfg(unix)]
         rs::ConnectionAddr::Unix(path) => Target::Unix(path.clone()),
@@ -114,10 +115,76 @@ pub(crate) fn target_and_connector(url: &str) -> Result<(Target, Connector), Con
 }
 
 fn parse_url(url: &str) -> Result<rs::ConnectionInfo, ConfigError> {
-    rs::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
-        // redis-rs's message does not repeat the URL, which may hold a password.
-        ConfigError::new("url", format!("not a valid redis URL ({:?})", e.kind()))
-    })
+    rs::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| ConfigError::new("url", url_problem(url, &e)))
+}
+
+/// What is wrong with a redis URL and how to write it, without repeating the URL, which may
+/// hold a password.
+fn url_problem(url: &str, e: &rs::RedisError) -> String {
+    // redis-rs's description, such as "Invalid database number", without its kind's name.
+    let full = e.to_string();
+    let what = full.split(" - ").next().unwrap_or("it does not parse");
+    let hint = match url.split_once("://") {
+        None => "it has no scheme; write redis://HOST:PORT/DB or redis+unix:///PATH".to_owned(),
+        Some(("rediss" | "valkeys", _)) => "TLS (rediss://) is not enabled in multiloop's redis \
+            connector; on the same host use redis:// over loopback or redis+unix:// instead"
+            .to_owned(),
+        Some((scheme, _))
+            if !matches!(
+                scheme,
+                "redis" | "valkey" | "redis+unix" | "unix" | "valkey+unix"
+            ) =>
+        {
+            "the scheme must be redis:// or redis+unix://".to_owned()
+        }
+        Some(_) if what.contains("database") => {
+            "the database is a number, after the port (redis://HOST:PORT/0) or as ?db=0 for a unix \
+             socket"
+                .to_owned()
+        }
+        Some((_, rest)) => authority_problem(rest),
+    };
+    format!("not a valid redis URL: {what}; {hint}")
+}
+
+/// The problem with `HOST:PORT` in `[USER:PASSWORD@]HOST:PORT[/DB]`.
+fn authority_problem(rest: &str) -> String {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            None => {
+                return "an IPv6 address needs its closing bracket, as in [::1]:6379".to_owned();
+            }
+            Some((_, after)) => after.strip_prefix(':'),
+        }
+    } else {
+        host_port.rsplit_once(':').map(|(_, p)| p)
+    };
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return "it has no host; write redis://HOST:PORT, such as redis://127.0.0.1:6379"
+            .to_owned();
+    }
+    match port {
+        Some(p) if p.parse::<u16>().map_or(true, |p| p == 0) => {
+            "the port must be a number from 1 to 65535".to_owned()
+        }
+        _ => "write redis://[USER:PASSWORD@]HOST:PORT[/DB]; a password with @, : or / in it must \
+              be percent-encoded"
+            .to_owned(),
+    }
+}
+
+/// Why redis refused to authenticate, in [`Error::Auth`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthProblem {
+    /// The server requires a password (it answered `NOAUTH`) and the URL gives none.
+    Required,
+    /// The server refused the URL's credentials: a wrong password, an ACL user that does not
+    /// exist or is disabled, or a password sent to a server that has none.
+    Rejected,
 }
 
 /// What the redis connector fails with.
@@ -130,6 +197,15 @@ pub enum Error {
         source: IpAddr,
         /// The redis server.
         target: SocketAddr,
+    },
+    /// redis refused to authenticate the connection.
+    Auth {
+        /// The redis server, as an address or a socket path.
+        target: String,
+        /// The ACL user from the URL; `None` is the default user.
+        user: Option<String>,
+        /// What went wrong.
+        problem: AuthProblem,
     },
     /// A redis-rs error.
     Redis(rs::RedisError),
@@ -149,6 +225,28 @@ impl fmt::Display for Error {
                  no` if redis binds to loopback only; or build the connector with \
                  fallback_to_localhost(true) to dial from 127.0.0.1 alone"
             ),
+            Error::Auth {
+                target,
+                problem: AuthProblem::Required,
+                ..
+            } => write!(
+                f,
+                "redis at {target} requires a password (it answered NOAUTH) and the URL gives \
+                 none: put it in the URL, as redis://:PASSWORD@HOST:PORT, or \
+                 redis://USER:PASSWORD@HOST:PORT for an ACL user"
+            ),
+            Error::Auth {
+                target,
+                user,
+                problem: AuthProblem::Rejected,
+            } => write!(
+                f,
+                "redis at {target} refused the credentials for user {:?} (AUTH failed): check the \
+                 password in the redis URL (not shown here); for an ACL user, that it exists and \
+                 is enabled (ACL LIST); if the server sets no password (no requirepass), remove \
+                 it from the URL",
+                user.as_deref().unwrap_or("default")
+            ),
             Error::Redis(e) => write!(f, "redis: {e}"),
             Error::Io(e) => write!(f, "redis connection: {e}"),
         }
@@ -160,7 +258,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::ProtectedMode { .. } => None,
+            Error::ProtectedMode { .. } | Error::Auth { .. } => None,
             Error::Redis(e) => e.source(),
             Error::Io(e) => e.source(),
         }
@@ -173,39 +271,78 @@ impl From<io::Error> for Error {
     }
 }
 
-/// redis 7.0 counts only these as local in protected mode.
-fn exempt_from_protected_mode(ip: IpAddr) -> bool {
-    ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+/// What a `PING` sent before the handshake says about the server.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// `-DENIED`: protected mode refuses this source.
+    Denied,
+    /// `-NOAUTH`: the server requires a password.
+    NoAuth,
+    /// Anything else (`+PONG`): go on with the handshake.
+    Other,
 }
 
-/// Sends `PING` and reads the first bytes of the reply: `-DENIED` means protected mode.
-/// Reads one line at most, so the stream stays in step for redis-rs.
-async fn denied(stream: &mut TcpStream) -> io::Result<bool> {
+/// Sends `PING` and reads its one-line reply, so the stream stays in step for redis-rs.
+async fn probe(stream: &mut Stream) -> io::Result<Probe> {
     stream.write_all(b"PING\r\n").await?;
     let mut reply = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     loop {
-        let n = stream.read(&mut buf).await?;
+        if reply.starts_with(b"-DENIED") {
+            return Ok(Probe::Denied);
+        }
+        if reply.ends_with(b"\r\n") || reply.len() >= 4096 {
+            break;
+        }
+        // One byte at a time once the reply is long enough to tell, so that nothing after the
+        // line is consumed; the first read takes what is there.
+        let want = if reply.len() >= 7 { 1 } else { buf.len() };
+        let n = stream.read(&mut buf[..want]).await?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "redis closed the connection before answering PING",
-            ));
+            if reply.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "redis closed the connection before answering PING",
+                ));
+            }
+            break;
         }
         reply.extend_from_slice(&buf[..n]);
-        if reply.starts_with(b"-DENIED") {
-            return Ok(true);
-        }
-        if reply.len() >= 7 || reply.ends_with(b"\r\n") {
-            // `+PONG` or `-NOAUTH …`: read the rest of the line, then hand over.
-            while !reply.ends_with(b"\r\n") && reply.len() < 4096 {
-                let n = stream.read(&mut buf[..1]).await?;
-                if n == 0 {
-                    break;
-                }
-                reply.push(buf[0]);
-            }
-            return Ok(false);
+    }
+    Ok(if reply.starts_with(b"-NOAUTH") {
+        Probe::NoAuth
+    } else {
+        Probe::Other
+    })
+}
+
+/// The server, for messages: its address, or its socket's path.
+fn describe(stream: &Stream) -> String {
+    match stream {
+        Stream::Tcp(tcp) => tcp
+            .peer_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+        #[cfg(unix)]
+        Stream::Unix(unix) => unix
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "a unix socket".to_owned()),
+    }
+}
+
+impl Connector {
+    /// Protected mode refused `source`: with the fallback on, warn once; the pool sees
+    /// `source()` change and redials from 127.0.0.1.
+    fn protected_mode(&self, source: IpAddr, target: SocketAddr) {
+        if self.fallback_to_localhost && !self.denied.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %target,
+                refused = %source,
+                "redis is in protected mode and refuses sources other than 127.0.0.1; \
+                 falling back to 127.0.0.1 for this pool, which has one address's ports. \
+                 Set a password or `protected-mode no` (on a loopback-only bind) to spread."
+            );
         }
     }
 }
@@ -214,34 +351,43 @@ impl crate::Connector for Connector {
     type Conn = MultiplexedConnection;
     type Error = Error;
 
-    async fn connect(&self, stream: Stream) -> Result<MultiplexedConnection, Error> {
-        let Stream::Tcp(mut tcp) = stream else {
-            // A unix socket is always local to redis: no protected-mode question.
-            return self.handshake(stream).await;
+    async fn connect(&self, mut stream: Stream) -> Result<MultiplexedConnection, Error> {
+        let target = describe(&stream);
+        let auth = |problem| Error::Auth {
+            target: target.clone(),
+            user: self.info.username().map(str::to_owned),
+            problem,
         };
-        let source = tcp.local_addr()?.ip();
-        let target = tcp.peer_addr()?;
-        // Only a server without a password can be in protected mode; with one, skip the probe.
-        if self.info.password().is_none()
-            && !exempt_from_protected_mode(source)
-            && denied(&mut tcp).await?
-        {
-            if self.fallback_to_localhost && !self.denied.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    %target,
-                    refused = %source,
-                    "redis is in protected mode and refuses sources other than 127.0.0.1; \
-                     falling back to 127.0.0.1 for this pool, which has one address's ports. \
-                     Set a password or `protected-mode no` (on a loopback-only bind) to spread."
-                );
+        let tcp = match &stream {
+            Stream::Tcp(tcp) => Some((tcp.local_addr()?.ip(), tcp.peer_addr()?)),
+            #[cfg(unix)]
+            Stream::Unix(_) => None,
+        };
+        // Without a password, a PING first: redis-rs would report protected mode as a broken
+        // pipe and a required password only at the first command.
+        if self.info.password().is_none() {
+            match probe(&mut stream).await? {
+                Probe::NoAuth => return Err(auth(AuthProblem::Required)),
+                Probe::Denied => {
+                    let Some((source, target)) = tcp else {
+                        return Err(Error::Io(io::Error::other(
+                            "redis refused the connection (-DENIED)",
+                        )));
+                    };
+                    self.protected_mode(source, target);
+                    return Err(Error::ProtectedMode { source, target });
+                }
+                Probe::Other => {}
             }
-            // With the fallback on, the pool sees `source()` change and redials from there.
-            return Err(Error::ProtectedMode { source, target });
         }
-        self.handshake(Stream::Tcp(tcp)).await.map_err(|e| match e {
-            Error::Redis(ref r) if r.to_string().contains("DENIED") => {
-                Error::ProtectedMode { source, target }
+        self.handshake(stream).await.map_err(|e| match e {
+            Error::Redis(r) if r.kind() == rs::ErrorKind::AuthenticationFailed => {
+                auth(AuthProblem::Rejected)
             }
+            Error::Redis(r) if r.to_string().contains("DENIED") => match tcp {
+                Some((source, target)) => Error::ProtectedMode { source, target },
+                None => Error::Redis(r),
+            },
             e => e,
         })
     }
