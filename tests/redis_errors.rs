@@ -47,7 +47,7 @@ async fn a_missing_password_is_named_at_once_not_at_the_first_command() {
             "NOAUTH",
             "requires a password",
             "redis://:PASSWORD@HOST:PORT",
-            &target,
+            target,
         ] {
             assert!(
                 message.contains(phrase),
