@@ -1,13 +1,15 @@
-//! GET throughput and latency through a multiloop pool of redis-rs connections, for
-//! `scripts/bench-e2e.sh`, which runs it beside `redis-benchmark -t get`.
+//! GET throughput and latency through a multiloop pool of redis-rs connections, each request
+//! checking a connection out and giving it back, for `scripts/bench-e2e.sh`, which runs it
+//! beside `redis-benchmark -t get`.
 //!
 //! ```text
 //! cargo run --release --features redis --example bench_redis -- redis://127.0.0.1:6379 50 200000
 //! ```
 //!
 //! Arguments: the redis URL, the concurrency (tasks, and the pool's max_size), and the number of
-//! GETs. It reads the key redis-benchmark uses, `key:__rand_int__`, as written by its SET test.
-//! Prints `rps=… p50_ms=… p99_ms=…`.
+//! GETs. It reads the key redis-benchmark uses, `key:__rand_int__`, as written by its SET test
+//! (so the value size is redis-benchmark's `-d`). Each task loops: `pool.get()`, one GET, the
+//! connection back to the pool; latency includes the checkout. Prints `rps=… p50_ms=… p99_ms=…`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,13 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (pool, left) = (pool.clone(), left.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
-            let mut conn = pool.get().await?;
             while left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
                 let t0 = Instant::now();
+                let mut conn = pool.get().await?;
                 let _: Option<Vec<u8>> = conn.get("key:__rand_int__").await?;
+                drop(conn);
                 latencies.push(t0.elapsed());
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(latencies)

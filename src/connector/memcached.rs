@@ -427,7 +427,13 @@ impl crate::Connector for Connector {
         Protocol::new(stream).await
     }
 
+    /// The peek: memcached closes idle connections only when told to (`-o idle_timeout`), and
+    /// a closed or half-read one shows on the socket, so the check needs no round trip.
     async fn check(&self, conn: &mut Protocol) -> io::Result<()> {
+        self.peek(conn)
+    }
+
+    fn peek(&self, conn: &mut Protocol) -> io::Result<()> {
         if conn.pending > 0 || conn.rpos < conn.rbuf.len() {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,

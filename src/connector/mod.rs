@@ -60,14 +60,28 @@ pub trait Connector: Send + Sync + 'static {
         stream: Stream,
     ) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
 
-    /// Checks an idle connection before the pool hands it out again. A failure closes it, and
-    /// the pool takes another idle connection or dials a new one. Keep it cheap: it runs on
-    /// every checkout of an idle connection.
+    /// Checks a connection idle for at least
+    /// [`check_after_idle`](crate::PoolConfig::check_after_idle) before the pool hands it out
+    /// again; it may take a round trip (redis sends `PING`). A failure closes it, and the pool
+    /// takes another idle connection or dials a new one.
     ///
     /// # Errors
     ///
     /// Any error means "do not reuse this connection".
     fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Checks a connection used moments ago (idle for less than
+    /// [`check_after_idle`](crate::PoolConfig::check_after_idle)) without a round trip and
+    /// without waiting, such as a non-blocking peek at its socket. Default: `Ok`, for
+    /// connections whose socket the connector cannot reach (redis-rs's driver owns it).
+    ///
+    /// # Errors
+    ///
+    /// Any error means "do not reuse this connection".
+    fn peek(&self, conn: &mut Self::Conn) -> Result<(), Self::Error> {
+        let _ = conn;
+        Ok(())
+    }
 
     /// Whether a request may still be in flight on a connection its user gave back: the user
     /// timed out or was cancelled between sending a request and reading all of its reply, so a
@@ -126,6 +140,10 @@ impl Connector for Raw {
     }
 
     async fn check(&self, conn: &mut Stream) -> io::Result<()> {
+        conn.check_idle()
+    }
+
+    fn peek(&self, conn: &mut Stream) -> io::Result<()> {
         conn.check_idle()
     }
 }

@@ -122,6 +122,8 @@ impl<C: Connector> PoolBuilder<C> {
         create_timeout: Duration;
         /// [`PoolConfig::check_timeout`]: how long a check or a recovery may take.
         check_timeout: Duration;
+        /// [`PoolConfig::check_after_idle`]: how long idle before a checkout runs the full check.
+        check_after_idle: Duration;
         /// [`PoolConfig::max_lifetime`]: the age at which connections close.
         max_lifetime: Option<Duration>;
         /// [`PoolConfig::lifetime_jitter`]: the random share taken off each lifetime.
@@ -203,6 +205,7 @@ impl<C: Connector> PoolBuilder<C> {
         let manager = Manager {
             supply: supply.clone(),
             check_timeout: config.check_timeout,
+            check_after_idle: config.check_after_idle,
         };
         // Most recent first, so that spare connections stay idle and the idle timeout trims
         // them when load drops.

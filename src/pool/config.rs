@@ -17,6 +17,12 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default [`PoolConfig::check_timeout`]: 1 s.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`PoolConfig::check_after_idle`]: 500 ms, HikariCP's window for skipping its alive
+/// check. A connection that served a request within the last half second is very likely alive,
+/// and a dead one fails its user's next request, which callers handle anyway; the round-trip
+/// check is for connections idle long enough for the server (its own idle timeout), a restart
+/// or a middlebox to have dropped them.
+pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_millis(500);
 /// Default [`PoolConfig::max_waiters`]: 1,024 queued gets. Past that, `get` fails at once
 /// with [`PoolError::Saturated`](crate::PoolError::Saturated): a longer queue cannot drain
 /// within the wait timeout anyway, and every waiter is a task holding memory.
@@ -81,6 +87,11 @@ pub struct PoolConfig {
     /// and [`Connector::recover`](crate::Connector::recover) on one given back mid-request.
     /// Default: [`DEFAULT_CHECK_TIMEOUT`]. Greater than zero.
     pub check_timeout: Duration,
+    /// A connection idle for less than this is handed out after only
+    /// [`Connector::peek`](crate::Connector::peek), which costs no round trip; one idle longer
+    /// gets the full [`Connector::check`](crate::Connector::check). Default:
+    /// [`DEFAULT_CHECK_AFTER_IDLE`], with its reason. Zero checks every checkout.
+    pub check_after_idle: Duration,
     /// Closes connections after this age, less a random share of up to `lifetime_jitter`.
     /// Default: [`DEFAULT_MAX_LIFETIME`]. `None` keeps connections forever; otherwise greater
     /// than zero.
@@ -128,6 +139,7 @@ impl Default for PoolConfig {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             create_timeout: DEFAULT_CREATE_TIMEOUT,
             check_timeout: DEFAULT_CHECK_TIMEOUT,
+            check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             lifetime_jitter: 0.1,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
@@ -168,6 +180,7 @@ impl PoolConfig {
         check_duration("wait_timeout", self.wait_timeout, true)?;
         check_duration("create_timeout", self.create_timeout, false)?;
         check_duration("check_timeout", self.check_timeout, false)?;
+        check_duration("check_after_idle", self.check_after_idle, true)?;
         check_duration("report_window", self.report_window, false)?;
         for (option, d) in [
             ("max_lifetime", self.max_lifetime),

@@ -15,6 +15,8 @@ pub(crate) struct Manager<C: Connector> {
     pub(crate) supply: Arc<Supply<C>>,
     /// Applied by `recycle` itself, only to checks that do not finish at once.
     pub(crate) check_timeout: Duration,
+    /// Below this idle time, only the connector's peek runs.
+    pub(crate) check_after_idle: Duration,
 }
 
 impl<C: Connector> managed::Manager for Manager<C> {
@@ -30,12 +32,22 @@ impl<C: Connector> managed::Manager for Manager<C> {
         slot: &mut Slot<C::Conn>,
         _: &Metrics,
     ) -> RecycleResult<CreateError<C::Error>> {
-        if let Some(reason) = slot.stale(&self.supply.lifetimes, Instant::now()) {
+        let now = Instant::now();
+        if let Some(reason) = slot.stale(&self.supply.lifetimes, now) {
             slot.set_close_reason(reason);
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
         // If the check is cancelled or times out, the connection counts as broken.
         slot.set_close_reason(CloseReason::Broken);
+        if now.saturating_duration_since(slot.idle_since) < self.check_after_idle {
+            // Used moments ago: no round trip.
+            self.supply
+                .connector
+                .peek(&mut slot.conn)
+                .map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+            slot.set_close_reason(CloseReason::Other);
+            return Ok(());
+        }
         let result = {
             let mut check = std::pin::pin!(self.supply.connector.check(&mut slot.conn));
             // Most checks (Raw's peek) finish on their first poll: only a check that has to wait
