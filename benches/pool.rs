@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-#[path = "common/deadpool_peek.rs"]
-mod deadpool_peek;
-use deadpool_peek::{DeadpoolManager, peek_ok};
+#[path = "common/baselines.rs"]
+mod baselines;
+use baselines::{Bb8Manager, DeadpoolManager};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,25 +30,6 @@ async fn holding_acceptor() -> SocketAddr {
         }
     });
     addr
-}
-
-struct Bb8Manager(SocketAddr);
-
-impl bb8::ManageConnection for Bb8Manager {
-    type Connection = TcpStream;
-    type Error = std::io::Error;
-
-    async fn connect(&self) -> std::io::Result<TcpStream> {
-        TcpStream::connect(self.0).await
-    }
-
-    async fn is_valid(&self, conn: &mut TcpStream) -> std::io::Result<()> {
-        peek_ok(conn)
-    }
-
-    fn has_broken(&self, _: &mut TcpStream) -> bool {
-        false
-    }
 }
 
 /// Runs `iters` checkout cycles split over `tasks` tasks and returns the time taken.

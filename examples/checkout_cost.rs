@@ -1,10 +1,11 @@
 //! Checkout cost for `valgrind --tool=callgrind`: N sequential `get` + drop cycles on one warm
-//! connection, through the multiloop pool or raw deadpool with the same non-blocking peek.
+//! connection, through the multiloop pool, raw deadpool or bb8, with the same non-blocking peek.
 //!
 //! ```text
 //! cargo build --release --example checkout_cost
 //! valgrind --tool=callgrind target/release/examples/checkout_cost multiloop 100000
 //! valgrind --tool=callgrind target/release/examples/checkout_cost deadpool 100000
+//! valgrind --tool=callgrind target/release/examples/checkout_cost bb8 100000
 //! ```
 //!
 //! Both run 1,000 warm-up cycles first; subtract a run with 0 cycles to leave the setup out.
@@ -12,9 +13,9 @@
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-#[path = "../benches/common/deadpool_peek.rs"]
-mod deadpool_peek;
-use deadpool_peek::DeadpoolManager;
+#[path = "../benches/common/baselines.rs"]
+mod baselines;
+use baselines::{Bb8Manager, DeadpoolManager};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -40,6 +41,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     deadpool::managed::Pool::builder(DeadpoolManager(addr))
                         .max_size(1)
                         .build()?;
+                for _ in 0..1_000 + cycles {
+                    drop(pool.get().await.map_err(|e| e.to_string())?);
+                }
+            }
+            "bb8" => {
+                let pool = bb8::Pool::builder()
+                    .max_size(1)
+                    .build(Bb8Manager(addr))
+                    .await?;
                 for _ in 0..1_000 + cycles {
                     drop(pool.get().await.map_err(|e| e.to_string())?);
                 }

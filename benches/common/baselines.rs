@@ -1,5 +1,5 @@
-//! Raw deadpool over TCP with the same non-blocking peek on checkout as multiloop's `Raw`:
-//! the baseline of `benches/pool.rs` and `examples/checkout_cost.rs`.
+//! Raw deadpool and bb8 over TCP with the same non-blocking peek on checkout as multiloop's
+//! `Raw`: the baselines of `benches/pool.rs` and `examples/checkout_cost.rs`.
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -32,5 +32,24 @@ impl deadpool::managed::Manager for DeadpoolManager {
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<std::io::Error> {
         peek_ok(conn).map_err(deadpool::managed::RecycleError::Backend)
+    }
+}
+
+pub struct Bb8Manager(pub SocketAddr);
+
+impl bb8::ManageConnection for Bb8Manager {
+    type Connection = TcpStream;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        TcpStream::connect(self.0).await
+    }
+
+    async fn is_valid(&self, conn: &mut TcpStream) -> std::io::Result<()> {
+        peek_ok(conn)
+    }
+
+    fn has_broken(&self, _: &mut TcpStream) -> bool {
+        false
     }
 }
