@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 mod baselines;
 use baselines::{Bb8Manager, DeadpoolManager};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Accepts and holds connections open until the client closes them.
 async fn holding_acceptor() -> SocketAddr {
