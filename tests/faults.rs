@@ -172,6 +172,8 @@ async fn a_stopped_server_times_out_saturates_and_recovers_after_sigcont() {
         .wait_timeout(Duration::from_millis(300))
         .create_timeout(Duration::from_millis(300))
         .check_timeout(Duration::from_millis(200))
+        // Every checkout checks with a round trip, however recently the connection was used.
+        .check_after_idle(Duration::ZERO)
         .build()
         .unwrap();
     drop(pool.get().await.unwrap());

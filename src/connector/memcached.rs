@@ -419,6 +419,17 @@ impl Protocol {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Connector;
 
+/// An idle connection is clean: no reply pending or half read, and a socket still open.
+fn idle(conn: &Protocol) -> io::Result<()> {
+    if conn.pending > 0 || conn.rpos < conn.rbuf.len() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "a reply is pending on an idle connection",
+        ));
+    }
+    conn.stream.check_idle()
+}
+
 impl crate::Connector for Connector {
     type Conn = Protocol;
     type Error = io::Error;
@@ -430,17 +441,11 @@ impl crate::Connector for Connector {
     /// The peek: memcached closes idle connections only when told to (`-o idle_timeout`), and
     /// a closed or half-read one shows on the socket, so the check needs no round trip.
     async fn check(&self, conn: &mut Protocol) -> io::Result<()> {
-        self.peek(conn)
+        idle(conn)
     }
 
-    fn peek(&self, conn: &mut Protocol) -> io::Result<()> {
-        if conn.pending > 0 || conn.rpos < conn.rbuf.len() {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                "a reply is pending on an idle connection",
-            ));
-        }
-        conn.stream.check_idle()
+    fn peek(&self, conn: &mut Protocol) -> Option<io::Result<()>> {
+        Some(idle(conn))
     }
 
     fn in_flight(&self, conn: &Protocol) -> bool {

@@ -72,15 +72,18 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Checks a connection used moments ago (idle for less than
     /// [`check_after_idle`](crate::PoolConfig::check_after_idle)) without a round trip and
-    /// without waiting, such as a non-blocking peek at its socket. Default: `Ok`, for
-    /// connections whose socket the connector cannot reach (redis-rs's driver owns it).
+    /// without waiting, such as a non-blocking peek at its socket. `None` (the default) means
+    /// the connector has no such check, and the pool runs [`check`](Connector::check) as for
+    /// any idle connection; a connector whose `check` costs a round trip should answer here.
+    /// `Some(Ok(()))` without looking is fine where a dead connection shows anyway at its next
+    /// request (redis-rs's driver task owns the socket and fails the request).
     ///
     /// # Errors
     ///
-    /// Any error means "do not reuse this connection".
-    fn peek(&self, conn: &mut Self::Conn) -> Result<(), Self::Error> {
+    /// `Some(Err(_))` means "do not reuse this connection".
+    fn peek(&self, conn: &mut Self::Conn) -> Option<Result<(), Self::Error>> {
         let _ = conn;
-        Ok(())
+        None
     }
 
     /// Whether a request may still be in flight on a connection its user gave back: the user
@@ -143,7 +146,7 @@ impl Connector for Raw {
         conn.check_idle()
     }
 
-    fn peek(&self, conn: &mut Stream) -> io::Result<()> {
-        conn.check_idle()
+    fn peek(&self, conn: &mut Stream) -> Option<io::Result<()>> {
+        Some(conn.check_idle())
     }
 }

@@ -398,6 +398,12 @@ impl crate::Connector for Connector {
             .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
+    /// Nothing to peek at (the driver task owns the socket); a connection that died since its
+    /// last use fails its next command, which the caller sees anyway.
+    fn peek(&self, _: &mut MultiplexedConnection) -> Option<Result<(), Error>> {
+        Some(Ok(()))
+    }
+
     async fn check(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {
         let pong: String = rs::cmd("PING")
             .query_async(conn)

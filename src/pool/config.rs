@@ -88,8 +88,9 @@ pub struct PoolConfig {
     /// Default: [`DEFAULT_CHECK_TIMEOUT`]. Greater than zero.
     pub check_timeout: Duration,
     /// A connection idle for less than this is handed out after only
-    /// [`Connector::peek`](crate::Connector::peek), which costs no round trip; one idle longer
-    /// gets the full [`Connector::check`](crate::Connector::check). Default:
+    /// [`Connector::peek`](crate::Connector::peek), which costs no round trip (`Raw`, memcached
+    /// and redis have one; a connector without one is always checked); one idle longer gets the
+    /// full [`Connector::check`](crate::Connector::check). Default:
     /// [`DEFAULT_CHECK_AFTER_IDLE`], with its reason. Zero checks every checkout.
     pub check_after_idle: Duration,
     /// Closes connections after this age, less a random share of up to `lifetime_jitter`.

@@ -39,12 +39,11 @@ impl<C: Connector> managed::Manager for Manager<C> {
         }
         // If the check is cancelled or times out, the connection counts as broken.
         slot.set_close_reason(CloseReason::Broken);
-        if now.saturating_duration_since(slot.idle_since) < self.check_after_idle {
+        if now.saturating_duration_since(slot.idle_since) < self.check_after_idle
+            && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
+        {
             // Used moments ago: no round trip.
-            self.supply
-                .connector
-                .peek(&mut slot.conn)
-                .map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+            peeked.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
             slot.set_close_reason(CloseReason::Other);
             return Ok(());
         }
