@@ -14,8 +14,30 @@ use std::time::Instant;
 
 use multiloop::Pool;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn key(i: usize) -> String {
+    format!("bench:{i:014}")
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // MULTILOOP_BENCH_THREADS=N runs the batches on a multi-thread runtime of N workers.
+    let threads: usize = std::env::var("MULTILOOP_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let runtime = if threads > 0 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let target = args.next().unwrap_or_else(|| "127.0.0.1:11211".into());
     let connections: usize = args.next().map_or(Ok(1), |s| s.parse())?;
@@ -25,7 +47,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connector(multiloop::memcached::Connector)
         .max_size(connections)
         .build()?;
-    let key = |i: usize| format!("bench:{i:014}");
     let value = vec![b'v'; 5_000];
     {
         let mut conn = pool.get().await?;
@@ -35,11 +56,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let started = Instant::now();
-    let batches = (0..connections).map(|_| {
-        let keys_iter = (0..keys).map(key);
-        multiloop::memcached::get_many(&pool, keys_iter, chunk)
-    });
-    let results = futures_util::future::join_all(batches).await;
+    // Each batch a task of its own, as concurrent requests of a service would be.
+    let batches: Vec<_> = (0..connections)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let keys_iter = (0..keys).map(key);
+                multiloop::memcached::get_many(&pool, keys_iter, chunk).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        results.push(batch.await?);
+    }
     let seconds = started.elapsed().as_secs_f64();
     let found: usize = results.iter().map(|b| b.values.len()).sum();
     let failed: usize = results.iter().map(|b| b.failed.len()).sum();

@@ -152,6 +152,7 @@ impl<C: Connector> PoolInner<C> {
         self.reporter.report(event, |suppressed| {
             let s = self.pool.status();
             tracing::warn!(
+                pool = %self.name,
                 target = %self.target(),
                 error = %error,
                 size = s.size,

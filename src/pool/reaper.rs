@@ -140,6 +140,7 @@ fn warn_leaks<C: Connector>(pool: &PoolInner<C>) {
     // Logged after the lock is released.
     for (caller, age) in leaks.into_iter().take(16) {
         tracing::warn!(
+            pool = %pool.name,
             target = %pool.target(),
             taken_at = %caller,
             held = ?age,
@@ -155,7 +156,7 @@ fn flush_reports<C: Connector>(pool: &PoolInner<C>) {
     let target = pool.target();
     pool.reporter.flush(|event, count, window| {
         let what = event.describe();
-        tracing::warn!(%target, count, window = ?window, "multiloop pool: {count} more {what} in the last window");
+        tracing::warn!(pool = %pool.name, %target, count, window = ?window, "multiloop pool: {count} more {what} in the last window");
     });
     pool.supply.dialer.flush_reports();
 }
@@ -179,6 +180,7 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
     }
     pool.reporter.report(PoolEvent::Ports, |suppressed| {
         tracing::warn!(
+            pool = %pool.name,
             %target,
             utilization,
             threshold,
