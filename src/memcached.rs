@@ -106,14 +106,15 @@ impl std::error::Error for Error {
 /// with a multi-get in flight are recovered by the connector.
 pub async fn get_many<I>(pool: &Pool<Connector>, keys: I, chunk: usize) -> Batch
 where
-    I: IntoIterator<Item = String>,
-    I::IntoIter: Send + 'static,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]> + Send,
+    I::IntoIter: Send,
 {
     let chunk = chunk.max(1);
     let mut keys = keys.into_iter();
     let expected = keys.size_hint().0;
     let chunks = Mutex::new(std::iter::from_fn(move || {
-        let next: Vec<String> = keys.by_ref().take(chunk).collect();
+        let next: Vec<I::Item> = keys.by_ref().take(chunk).collect();
         (!next.is_empty()).then_some(next)
     }));
     let workers = pool.default_limit().min(expected.div_ceil(chunk)).max(1);
@@ -139,9 +140,10 @@ struct Part {
 }
 
 /// Takes chunks until none are left, on one connection at a time, one request ahead.
-async fn worker<T>(pool: &Pool<Connector>, chunks: &Mutex<T>) -> Part
+async fn worker<T, K>(pool: &Pool<Connector>, chunks: &Mutex<T>) -> Part
 where
-    T: Iterator<Item = Vec<String>>,
+    T: Iterator<Item = Vec<K>>,
+    K: AsRef<[u8]>,
 {
     let take = || {
         chunks
@@ -152,7 +154,7 @@ where
     let mut part = Part::default();
     let mut conn = None;
     // Chunks whose requests are out on `conn`, oldest first: at most two.
-    let mut sent: VecDeque<Vec<String>> = VecDeque::with_capacity(2);
+    let mut sent: VecDeque<Vec<K>> = VecDeque::with_capacity(2);
     loop {
         if sent.len() < 2
             && let Some(next) = take()
@@ -197,12 +199,7 @@ where
 }
 
 /// A connection failed: `first` and every chunk still out on it fail with `e`.
-fn broken(
-    part: &mut Part,
-    sent: &mut VecDeque<Vec<String>>,
-    first: Option<Vec<String>>,
-    e: io::Error,
-) {
+fn broken<K>(part: &mut Part, sent: &mut VecDeque<Vec<K>>, first: Option<Vec<K>>, e: io::Error) {
     for chunk in first.into_iter().chain(sent.drain(..)) {
         let copy = io::Error::new(e.kind(), e.to_string());
         part.failed.push((chunk.len(), Error::Request(copy)));

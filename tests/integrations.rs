@@ -289,6 +289,11 @@ mod memcached_tests {
         assert_eq!(batch.values.len(), 2_500, "every other key was set");
         assert_eq!(batch.values["b42"], b"v42");
         assert!(pool.stats().created <= 4);
+        // Borrowed keys (`&str` here) work the same, with nothing copied.
+        let names: Vec<String> = (0..5_000).map(|i| format!("b{i}")).collect();
+        let borrowed =
+            multiloop::memcached::get_many(&pool, names.iter().map(String::as_str), 300).await;
+        assert_eq!(borrowed.values, batch.values);
 
         // A paused pool sheds every chunk, counted with its keys.
         pool.pause();
