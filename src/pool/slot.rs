@@ -64,11 +64,21 @@ impl<T> Slot<T> {
 
     /// Whether the reaper should close it now: past its lifetime, or idle past the timeout.
     pub(crate) fn stale(&self, lifetimes: &Lifetimes, now: Instant) -> Option<CloseReason> {
+        self.stale_after(lifetimes, now, now.saturating_duration_since(self.idle_since))
+    }
+
+    /// [`stale`](Slot::stale), given how long it has been idle.
+    pub(crate) fn stale_after(
+        &self,
+        lifetimes: &Lifetimes,
+        now: Instant,
+        idle: Duration,
+    ) -> Option<CloseReason> {
         if self.expired(now) {
             return Some(CloseReason::Lifetime);
         }
-        let idle = lifetimes.idle_timeout?;
-        (now.saturating_duration_since(self.idle_since) >= idle).then_some(CloseReason::Idle)
+        let timeout = lifetimes.idle_timeout?;
+        (idle >= timeout).then_some(CloseReason::Idle)
     }
 }
 
