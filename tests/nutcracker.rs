@@ -59,7 +59,7 @@ async fn pool_cli_and_metrics_work_unchanged_through_nutcracker() {
         return;
     };
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let Some(front) = support::nutcracker(&addrs) else {
+    let Some(front) = support::nutcracker::start(&addrs) else {
         return;
     };
     // The readiness probe that started the proxy left one closed client and its TIME_WAIT:

@@ -64,7 +64,11 @@ impl<T> Slot<T> {
 
     /// Whether the reaper should close it now: past its lifetime, or idle past the timeout.
     pub(crate) fn stale(&self, lifetimes: &Lifetimes, now: Instant) -> Option<CloseReason> {
-        self.stale_after(lifetimes, now, now.saturating_duration_since(self.idle_since))
+        self.stale_after(
+            lifetimes,
+            now,
+            now.saturating_duration_since(self.idle_since),
+        )
     }
 
     /// [`stale`](Slot::stale), given how long it has been idle.
