@@ -1,0 +1,142 @@
+//! Fan-out and bulkheads: the limits on every call site, counted at the server and in the
+//! kernel's tables.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use multiloop::{Pool, ports};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::Acceptor;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_over_20000_items_keeps_at_most_max_size_sockets() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let target = server.addr;
+    let pool = Pool::builder(target).max_size(64).build().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            let mut samples = 0;
+            while !done.load(Ordering::Relaxed) || samples == 0 {
+                let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, None))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                peak = peak.max(snap.established());
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (peak, samples)
+        })
+    };
+    let mut results = pool.fan_out(0..20_000u32, |mut conn, i| async move {
+        conn.write_all(format!("get fanout:{i}\r\n").as_bytes())
+            .await?;
+        let mut end = [0u8; 5];
+        conn.read_exact(&mut end).await?;
+        assert_eq!(&end, b"END\r\n");
+        Ok::<_, std::io::Error>(i)
+    });
+    let mut seen = HashSet::new();
+    while let Some(result) = results.next().await {
+        seen.insert(result.unwrap().unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    let (peak, samples) = sampler.await.unwrap();
+    assert_eq!(seen.len(), 20_000);
+    assert!(samples > 0);
+    assert!(peak <= 64, "{peak} sockets to {target} at once");
+    assert!(pool.stats().created <= 64);
+    assert!(pool.status().size <= 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulkhead_limits_hold_and_change_at_runtime() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr)
+        .max_size(16)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bulkhead = pool.bulkhead("GetPostRecord");
+    assert_eq!(bulkhead.stats().limit, 16, "the pool's default limit");
+    bulkhead.set_limit(3).unwrap();
+
+    let inside = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let pool = pool.clone();
+        let inside = inside.clone();
+        let peak = peak.clone();
+        tasks.spawn(async move {
+            let conn = pool.bulkhead("GetPostRecord").get().await.unwrap();
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            drop(conn);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    assert!(
+        peak.load(Ordering::SeqCst) <= 3,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
+    let stats = bulkhead.stats();
+    assert_eq!(stats.acquired, 60);
+    assert!(stats.peak_in_flight <= 3);
+    assert_eq!(stats.in_flight, 0);
+
+    // Lowered while permits are out, the limit takes effect as they come back.
+    let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| bulkhead.acquire()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    bulkhead.set_limit(1).unwrap();
+    drop(held);
+    let one = bulkhead.acquire().await.unwrap();
+    let two = tokio::time::timeout(Duration::from_millis(100), bulkhead.acquire()).await;
+    assert!(two.is_err(), "a limit of 1 admits one");
+    bulkhead.set_limit(2).unwrap();
+    let two = bulkhead.acquire().await.unwrap();
+    drop((one, two));
+
+    // Other names get the default, which follows resize; zero is refused.
+    let other = pool.bulkhead("ListPosts");
+    assert_eq!(other.stats().limit, 16);
+    pool.resize(8).unwrap();
+    drop(other.acquire().await.unwrap());
+    assert_eq!(other.stats().limit, 8);
+    assert_eq!(other.set_limit(0).unwrap_err().option(), "limit");
+    let names: Vec<String> = pool.bulkhead_stats().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["GetPostRecord", "ListPosts"]);
+}
+
+#[tokio::test]
+async fn bulkhead_names_are_bounded() {
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let pool = Pool::builder(acceptor.addr).build().unwrap();
+    for i in 0..multiloop::MAX_BULKHEADS + 50 {
+        let _ = pool.bulkhead(&format!("endpoint-{i}"));
+    }
+    let stats = pool.bulkhead_stats();
+    assert_eq!(stats.len(), multiloop::MAX_BULKHEADS + 1);
+    assert!(stats.iter().any(|s| s.name == multiloop::OVERFLOW_BULKHEAD));
+    assert_eq!(
+        pool.bulkhead("yet-another").name(),
+        multiloop::OVERFLOW_BULKHEAD
+    );
+}
