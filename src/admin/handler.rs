@@ -317,7 +317,26 @@ impl std::fmt::Debug for Admin {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    /// As a `tower_service::Service`, with a body type of the caller's (not hyper's), the way a
+    /// router mounts it.
+    #[tokio::test]
+    async fn the_handler_is_a_tower_service_over_any_body() {
+        use tower_service::Service;
+        let mut admin = Admin::new(Registry::new()).token("t");
+        let get = Request::get("/pools").body(Full::new(Bytes::new())).unwrap();
+        let response = admin.call(get).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"pools\":[]}\n");
+        let post = Request::post("/pools/x/pause")
+            .header(header::AUTHORIZATION, "Bearer t")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let response = admin.call(post).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn constant_time_eq_matches_only_equal_tokens() {
