@@ -325,7 +325,9 @@ mod tests {
     async fn the_handler_is_a_tower_service_over_any_body() {
         use tower_service::Service;
         let mut admin = Admin::new(Registry::new()).token("t");
-        let get = Request::get("/pools").body(Full::new(Bytes::new())).unwrap();
+        let get = Request::get("/pools")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let response = admin.call(get).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body = response.into_body().collect().await.unwrap().to_bytes();
