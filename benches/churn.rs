@@ -30,6 +30,7 @@ use multiloop::{Dialer, SourceSet, Strategy};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+/// Rounds per table; `MULTILOOP_BENCH_ROUNDS` overrides it (1 to 100).
 const ROUNDS: usize = 7;
 const CYCLES: usize = 10_000;
 const CONNECTS: usize = 2_000;
@@ -76,16 +77,38 @@ fn main() {
         return;
     }
 
-    println!("churn: {CYCLES} connect-and-close cycles, client closes first; {ROUNDS} rounds");
+    let rounds = std::env::var("MULTILOOP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| (1..=100).contains(r))
+        .unwrap_or(ROUNDS);
+    // MULTILOOP_BENCH_ONLY=churn|capacity|occupancy runs one section.
+    let only = std::env::var("MULTILOOP_BENCH_ONLY").ok();
+    let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if runs("churn") {
+        churn_table(rounds);
+    }
+    if runs("capacity") {
+        capacity_table();
+    }
+    if runs("occupancy") {
+        occupancy_tables(rounds);
+    }
+}
+
+fn churn_table(rounds: usize) {
+    println!("churn: {CYCLES} connect-and-close cycles, client closes first; {rounds} rounds");
     let mut results = vec![Vec::new(); CHURN.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for k in 0..CHURN.len() {
             let m = (k + round) % CHURN.len();
             results[m].push(child(&["churn", CHURN[m]]));
         }
     }
     table(&CHURN, &results, "dials/s");
+}
 
+fn capacity_table() {
     println!(
         "\ncapacity: dials before the first error with 64 ports per socket, client closes first"
     );
@@ -96,15 +119,17 @@ fn main() {
             done / limit
         );
     }
+}
 
+fn occupancy_tables(rounds: usize) {
     for (size, share) in CELLS {
         println!(
             "\noccupancy: {size} ports, {:.0}% in TIME_WAIT from 127.0.0.1; {CONNECTS} connects \
-             timed; {ROUNDS} rounds",
+             timed; {rounds} rounds",
             100.0 * share
         );
         let mut results = vec![Vec::new(); OCCUPANCY.len()];
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             for k in 0..OCCUPANCY.len() {
                 let m = (k + round) % OCCUPANCY.len();
                 let (size, share) = (size.to_string(), share.to_string());
