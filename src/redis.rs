@@ -28,7 +28,7 @@
 //! report only at the first command) and credentials the server refuses (a wrong password, a
 //! missing or disabled ACL user, a password sent to a server without one) are
 //! [`Error::Auth`], naming the server, the user and what to change; a URL that does not parse
-//! is a [`ConfigError`](crate::ConfigError) naming the part at fault. None repeats a password or
+//! is a [`ConfigError`] naming the part at fault. None repeats a password or
 //! the whole URL.
 
 use crate::error::ConfigError;
