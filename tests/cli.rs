@@ -75,6 +75,7 @@ fn doctor_counts_only_the_given_range_and_fails_the_health_check_at_risk() {
     let address = &report["addresses"][0];
     assert_eq!(address["ports_per_source"], 4);
     assert_eq!(address["established"], 4, "{address}");
+    assert_eq!(address["states"]["ESTABLISHED"], 4, "{address}");
     assert_eq!(address["outside_range"], 8, "{address}");
     assert_eq!(address["sources"][0]["source"], source.to_string());
     assert_eq!(report["utilization"], 1.0);
@@ -138,7 +139,7 @@ fn watch_shows_states_sources_and_trend_and_stops_by_itself() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 ESTABLISHED"), "{stdout}");
+    assert!(stdout.contains("ESTABLISHED 1"), "{stdout}");
     assert!(stdout.contains("busiest source: ["), "{stdout}");
     assert!(stdout.contains("trend: steady"), "{stdout}");
     assert!(stdout.matches("multiloop watch").count() >= 3, "{stdout}");

@@ -165,6 +165,7 @@ fn snapshot_json(s: &PortSnapshot) -> Value {
         "established": s.established(),
         "time_wait": s.time_wait(),
         "outside_range": s.outside_range,
+        "states": s.states.iter().map(|(state, n)| (state.name().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "census": match s.census { Census::SockDiag => "sock_diag", Census::ProcNet => "proc", _ => "other" },
         "sources": s.sources.iter().map(|u| json!({
             "source": u.source.map(|ip| ip.to_string()),
@@ -245,13 +246,19 @@ fn view(
         elapsed.as_secs_f64()
     );
     for s in snaps {
-        let other: usize = s.sources.iter().map(|u| u.other).sum();
+        let states: Vec<String> = s
+            .states
+            .iter()
+            .map(|(state, n)| format!("{} {n}", state.name()))
+            .collect();
+        let states = if states.is_empty() {
+            "no sockets".to_owned()
+        } else {
+            states.join(", ")
+        };
         out.push_str(&format!(
-            "{}: {} ESTABLISHED, {} TIME_WAIT, {} other; {} ports per source\n",
+            "{}: {states}; {} ports per source\n",
             s.target,
-            s.established(),
-            s.time_wait(),
-            other,
             s.ports_per_source()
         ));
         for u in s.sources.iter().take(usize::from(args.top)) {

@@ -96,6 +96,23 @@ pub enum TcpState {
     Other(u8),
 }
 
+/// The kernel's names of its TCP states, by number (`include/net/tcp_states.h`).
+const STATE_NAMES: [&str; 13] = [
+    "?",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+];
+
 impl TcpState {
     pub(super) fn from_code(code: u8) -> TcpState {
         match code {
@@ -104,6 +121,25 @@ impl TcpState {
             0x0A => TcpState::Listen,
             other => TcpState::Other(other),
         }
+    }
+
+    /// The kernel's number for the state.
+    pub fn code(self) -> u8 {
+        match self {
+            TcpState::Established => 0x01,
+            TcpState::TimeWait => 0x06,
+            TcpState::Listen => 0x0A,
+            TcpState::Other(code) => code,
+        }
+    }
+
+    /// The kernel's name for the state, such as `CLOSE_WAIT`; `?` for a number it does not
+    /// define.
+    pub fn name(self) -> &'static str {
+        STATE_NAMES
+            .get(usize::from(self.code()))
+            .copied()
+            .unwrap_or("?")
     }
 }
 
@@ -156,6 +192,10 @@ pub struct PortSnapshot {
     /// Sockets to the target from local ports outside the effective range (explicit binds,
     /// other clients' ranges): they use none of its ports, so they are counted apart.
     pub outside_range: usize,
+    /// The counted sockets (those in `sources`) by TCP state, busiest state first, such as
+    /// `[(TimeWait, 28190), (Established, 10), (Other(8), 2)]`: `CLOSE_WAIT` piling up means
+    /// the client does not close what the server closed; `SYN_SENT`, a server not accepting.
+    pub states: Vec<(TcpState, usize)>,
     /// How the sockets were counted.
     pub census: Census,
 }
@@ -249,6 +289,14 @@ impl fmt::Display for PortSnapshot {
             " ({} ports per source)",
             thousands(self.ports_per_source())
         )?;
+        if !self.states.is_empty() {
+            let states: Vec<String> = self
+                .states
+                .iter()
+                .map(|(state, n)| format!("{} {}", state.name(), thousands(*n)))
+                .collect();
+            writeln!(f, "by state: {}", states.join(", "))?;
+        }
         writeln!(
             f,
             "{:<40} {:>12} {:>10} {:>8} {:>8}",
@@ -293,6 +341,8 @@ impl fmt::Display for PortSnapshot {
 /// target's sockets, not with the host's.
 pub(super) struct Tally {
     target: SocketAddr,
+    /// Sockets in the range by the kernel's state number.
+    states: [usize; 256],
     range: RangeInclusive<u16>,
     outside: usize,
     by_source: std::collections::HashMap<IpAddr, SourceUsage>,
@@ -311,6 +361,7 @@ impl Tally {
         Tally {
             target: SocketAddr::new(target.ip().to_canonical(), target.port()),
             range: effective_range(system, socket),
+            states: [0; 256],
             outside: 0,
             by_source: Default::default(),
             seen: Default::default(),
@@ -336,6 +387,7 @@ impl Tally {
                 source: Some(e.local.ip()),
                 ..SourceUsage::default()
             });
+        self.states[usize::from(e.state.code())] += 1;
         match e.state {
             TcpState::Established => usage.established += 1,
             TcpState::TimeWait => usage.time_wait += 1,
@@ -351,12 +403,19 @@ impl Tally {
     ) -> PortSnapshot {
         let mut sources: Vec<SourceUsage> = self.by_source.into_values().collect();
         sources.sort_by(|a, b| b.total().cmp(&a.total()).then(a.source.cmp(&b.source)));
+        let mut states: Vec<(TcpState, usize)> = (0..=u8::MAX)
+            .zip(self.states)
+            .filter(|&(_, n)| n > 0)
+            .map(|(code, n)| (TcpState::from_code(code), n))
+            .collect();
+        states.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.code().cmp(&b.0.code())));
         PortSnapshot {
             target: self.target,
             system_range,
             socket_range,
             sources,
             outside_range: self.outside,
+            states,
             census,
         }
     }

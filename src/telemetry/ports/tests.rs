@@ -87,3 +87,40 @@ fn netlink_and_proc_agree_on_live_sockets() {
     assert_eq!(netlink.sources.len(), 6);
     assert_eq!(snapshot(target, None).unwrap().census, Census::SockDiag);
 }
+
+#[test]
+fn sockets_are_counted_by_state_with_the_kernels_names() {
+    let target: SocketAddr = "127.0.0.1:11211".parse().unwrap();
+    let entry = |port: u16, code: u8| TcpEntry {
+        local: SocketAddr::from(([127, 0, 0, 2], port)),
+        remote: target,
+        state: TcpState::from_code(code),
+    };
+    let entries = [
+        entry(40_000, 6),
+        entry(40_001, 6),
+        entry(40_002, 8),
+        entry(40_003, 1),
+        entry(40_004, 6),
+        entry(40_005, 2),
+        entry(20_000, 8), // outside the range: not counted
+    ];
+    let snap = PortSnapshot::from_entries(target, 32768..=60999, None, entries);
+    let named: Vec<(&str, usize)> = snap.states.iter().map(|(s, n)| (s.name(), *n)).collect();
+    assert_eq!(
+        named,
+        [
+            ("TIME_WAIT", 3),
+            ("ESTABLISHED", 1),
+            ("SYN_SENT", 1),
+            ("CLOSE_WAIT", 1)
+        ]
+    );
+    assert_eq!(snap.outside_range, 1);
+    assert!(
+        snap.to_string()
+            .contains("by state: TIME_WAIT 3, ESTABLISHED 1"),
+        "{snap}"
+    );
+    assert_eq!(TcpState::from_code(200).name(), "?");
+}
