@@ -12,6 +12,7 @@ use multiloop::{Connector, DialErrorKind, Dialer, Pool, PoolError, SourceSet, St
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use support::Acceptor;
+use support::signals::{signal, wait_stopped};
 
 /// One memcached round trip.
 async fn version<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -43,14 +44,6 @@ impl Connector for Handshaking {
     async fn check(&self, conn: &mut Stream) -> std::io::Result<()> {
         version(conn).await
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 /// The bound on any one get: every timeout the pool has, plus slack for a loaded machine.
@@ -178,6 +171,7 @@ async fn a_stopped_server_times_out_saturates_and_recovers_after_sigcont() {
         .unwrap();
     drop(pool.get().await.unwrap());
     signal(server.pid(), "-STOP");
+    wait_stopped(server.pid());
 
     // The idle connection fails its check (a timeout), every new one times out in its
     // handshake, and past 4 creating and 8 waiting, gets are refused at once.

@@ -8,6 +8,7 @@
 
 pub mod nutcracker;
 pub mod servers;
+pub mod signals;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
