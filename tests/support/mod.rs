@@ -137,13 +137,27 @@ pub fn one_source_dialer(source: std::net::IpAddr) -> multiloop::Dialer {
         .unwrap()
 }
 
-/// A free port on 127.0.0.1, as the kernel hands it out. The server may lose a race for it;
-/// [`spawn`] retries with another.
+/// A free port on 127.0.0.1 that no socket on the host points at: a port an earlier test's
+/// server listened on can still have clients' TIME_WAIT pairs towards it for 60 s, which the
+/// census tests would count. The server may lose a race for it; [`spawn`] retries with another.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    let mut last = 0;
+    for _ in 0..32 {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener addr");
+        last = addr.port();
+        if untouched(addr) {
+            return last;
+        }
+    }
+    last
+}
+
+/// Whether no socket on the host, in any state, has `addr` for its remote end.
+pub fn untouched(addr: SocketAddr) -> bool {
+    multiloop::ports::snapshot(addr, None)
+        .map(|s| s.total() + s.outside_range == 0)
+        .unwrap_or(true)
 }
 
 fn is_root() -> bool {
@@ -374,7 +388,15 @@ pub struct Acceptor {
 impl Acceptor {
     /// Listens on a free port of `ip`.
     pub async fn start(ip: &str) -> Acceptor {
-        let listener = TcpListener::bind((ip, 0)).await.expect("bind acceptor");
+        // A port no earlier test's clients still point at (see `free_port`).
+        let mut listener = TcpListener::bind((ip, 0)).await.expect("bind acceptor");
+        for _ in 0..32 {
+            let addr = listener.local_addr().expect("acceptor addr");
+            if untouched(addr) {
+                break;
+            }
+            listener = TcpListener::bind((ip, 0)).await.expect("bind acceptor");
+        }
         let addr = listener.local_addr().expect("acceptor addr");
         let peers = Arc::new(Mutex::new(Vec::new()));
         let seen = peers.clone();
