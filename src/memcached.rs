@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -118,29 +119,25 @@ where
         (!next.is_empty()).then_some(next)
     }));
     let workers = pool.default_limit().min(expected.div_ceil(chunk)).max(1);
-    let parts = futures_util::future::join_all((0..workers).map(|_| worker(pool, &chunks))).await;
-    let mut batch = Batch {
+    // Each worker puts its chunks' values straight into the batch; they take turns on one
+    // thread, so the lock is never contended.
+    let batch = Mutex::new(Batch {
         values: HashMap::with_capacity(expected),
         ..Batch::default()
-    };
-    for part in parts {
-        batch.answered += part.answered;
-        batch.values.extend(part.values);
-        batch.failed.extend(part.failed);
-    }
+    });
+    // Polled as they wake, not all on every wake.
+    let mut running: futures_util::stream::FuturesUnordered<_> = (0..workers)
+        .map(|_| worker(pool, &chunks, &batch))
+        .collect();
+    while running.next().await.is_some() {}
+    drop(running);
     batch
-}
-
-/// What one connection's worker brought back.
-#[derive(Default)]
-struct Part {
-    values: Vec<(String, Vec<u8>)>,
-    answered: usize,
-    failed: Vec<(usize, Error)>,
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Takes chunks until none are left, on one connection at a time, one request ahead.
-async fn worker<T, K>(pool: &Pool<Connector>, chunks: &Mutex<T>) -> Part
+async fn worker<T, K>(pool: &Pool<Connector>, chunks: &Mutex<T>, batch: &Mutex<Batch>)
 where
     T: Iterator<Item = Vec<K>>,
     K: AsRef<[u8]>,
@@ -151,7 +148,6 @@ where
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .next()
     };
-    let mut part = Part::default();
     let mut conn = None;
     // Chunks whose requests are out on `conn`, oldest first: at most two.
     let mut sent: VecDeque<Vec<K>> = VecDeque::with_capacity(2);
@@ -164,7 +160,7 @@ where
                 None => match pool.get().await {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
-                        part.failed.push((next.len(), Error::Pool(e)));
+                        lock(batch).failed.push((next.len(), Error::Pool(e)));
                         continue;
                     }
                 },
@@ -173,25 +169,26 @@ where
                 Ok(()) => sent.push_back(next),
                 // A key memcached would refuse: nothing was sent for this chunk.
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    part.failed.push((next.len(), Error::Request(e)));
+                    lock(batch).failed.push((next.len(), Error::Request(e)));
                 }
                 Err(e) => {
-                    broken(&mut part, &mut sent, Some(next), e);
+                    broken(batch, &mut sent, Some(next), e);
                     conn = None;
                 }
             }
             continue;
         }
         let (Some(oldest), Some(c)) = (sent.pop_front(), conn.as_mut()) else {
-            return part;
+            return;
         };
         match c.recv_pairs(oldest.len()).await {
             Ok(pairs) => {
-                part.answered += oldest.len();
-                part.values.extend(pairs);
+                let mut batch = lock(batch);
+                batch.answered += oldest.len();
+                batch.values.extend(pairs);
             }
             Err(e) => {
-                broken(&mut part, &mut sent, Some(oldest), e);
+                broken(batch, &mut sent, Some(oldest), e);
                 conn = None;
             }
         }
@@ -199,9 +196,22 @@ where
 }
 
 /// A connection failed: `first` and every chunk still out on it fail with `e`.
-fn broken<K>(part: &mut Part, sent: &mut VecDeque<Vec<K>>, first: Option<Vec<K>>, e: io::Error) {
+fn broken<K>(
+    batch: &Mutex<Batch>,
+    sent: &mut VecDeque<Vec<K>>,
+    first: Option<Vec<K>>,
+    e: io::Error,
+) {
+    let mut batch = lock(batch);
     for chunk in first.into_iter().chain(sent.drain(..)) {
         let copy = io::Error::new(e.kind(), e.to_string());
-        part.failed.push((chunk.len(), Error::Request(copy)));
+        batch.failed.push((chunk.len(), Error::Request(copy)));
     }
+}
+
+/// The batch the workers fill; a worker that panicked mid-insert left it usable.
+fn lock(batch: &Mutex<Batch>) -> std::sync::MutexGuard<'_, Batch> {
+    batch
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

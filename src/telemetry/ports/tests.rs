@@ -124,3 +124,41 @@ fn sockets_are_counted_by_state_with_the_kernels_names() {
     );
     assert_eq!(TcpState::from_code(200).name(), "?");
 }
+
+#[test]
+fn rows_in_any_order_are_counted_once_per_socket_by_source() {
+    let target: SocketAddr = "127.0.0.1:11211".parse().unwrap();
+    let entry = |local: &str, code: u8| TcpEntry {
+        local: local.parse().unwrap(),
+        remote: target,
+        state: TcpState::from_code(code),
+    };
+    let entries = [
+        entry("127.0.0.3:40000", 6),
+        entry("127.0.0.2:40000", 1),
+        entry("[::ffff:127.0.0.3]:40001", 6), // a dual-stack socket: the same source
+        entry("127.0.0.3:40000", 6),          // a repeat from a resumed dump
+        entry("127.0.0.2:40001", 8),
+        entry("127.0.0.3:40002", 1),
+        entry("127.0.0.2:20000", 6),  // outside the range
+        entry("127.0.0.3:40003", 10), // LISTEN: not a connection
+    ];
+    let snap = PortSnapshot::from_entries(target, 32768..=60999, None, entries);
+    let by_source: Vec<(String, usize, usize, usize)> = snap
+        .sources
+        .iter()
+        .map(|s| {
+            let ip = s.source.map(|ip| ip.to_string()).unwrap_or_default();
+            (ip, s.established, s.time_wait, s.other)
+        })
+        .collect();
+    assert_eq!(
+        by_source,
+        [
+            ("127.0.0.3".to_string(), 1, 2, 0),
+            ("127.0.0.2".to_string(), 1, 0, 1)
+        ]
+    );
+    assert_eq!(snap.outside_range, 1);
+    assert_eq!(snap.total(), 5);
+}
