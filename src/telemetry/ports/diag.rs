@@ -24,7 +24,12 @@ const INET_DIAG_BC_D_COND: u8 = 8;
 /// misbehaving host.
 const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Counts the sockets towards the tally's target, in every TCP state.
+/// Counts the sockets towards the tally's target, in every TCP state but `LISTEN`.
+///
+/// One walk of the kernel's table when it can: the compatible `TCPDIAG_GETSOCK` request dumps
+/// IPv4 and IPv6 sockets together, where `inet_diag_req_v2` takes a walk per family (the walk,
+/// not the records, is most of a census on a host with many sockets elsewhere). A kernel that
+/// refuses it gets the two `inet_diag_req_v2` dumps.
 ///
 /// # Errors
 ///
@@ -36,22 +41,49 @@ pub(super) fn count(tally: &mut Tally) -> io::Result<()> {
     socket.bind_auto()?;
     socket.connect(&NetlinkAddr::new(0, 0))?;
     socket2::SockRef::from(&socket).set_read_timeout(Some(RECV_TIMEOUT))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    if target.ip().is_ipv4() {
+        socket.send(&compat_request(target), 0)?;
+        let mut both = Rows::default();
+        match dump(&socket, &mut buf, &mut both) {
+            Ok(()) => {
+                both.into_tally(tally);
+                return Ok(());
+            }
+            // Refused before any record: the dumps by family below.
+            Err(e) if both.0.is_empty() && e.raw_os_error().is_some() => {}
+            Err(e) => return Err(e),
+        }
+    }
     // An IPv4 target is reached from AF_INET sockets, and from AF_INET6 ones as a v4-mapped
     // address; the filter's AF_INET condition matches both.
     let families: &[u8] = match target.ip() {
         IpAddr::V4(_) => &[AF_INET, AF_INET6],
         IpAddr::V6(_) => &[AF_INET6],
     };
-    let mut buf = vec![0u8; 64 * 1024];
     for &family in families {
         socket.send(&request(family, target), 0)?;
-        dump(&socket, &mut buf, tally)?;
+        let mut rows = Rows::default();
+        dump(&socket, &mut buf, &mut rows)?;
+        rows.into_tally(tally);
     }
     Ok(())
 }
 
+/// A dump's records, kept until it completes: a dump that fails part way adds nothing.
+#[derive(Default)]
+struct Rows(Vec<TcpEntry>);
+
+impl Rows {
+    fn into_tally(self, tally: &mut Tally) {
+        for entry in self.0 {
+            tally.add(entry);
+        }
+    }
+}
+
 /// Reads one dump's replies into the tally, up to its `NLMSG_DONE`.
-fn dump(socket: &Socket, buf: &mut [u8], tally: &mut Tally) -> io::Result<()> {
+fn dump(socket: &Socket, buf: &mut [u8], rows: &mut Rows) -> io::Result<()> {
     loop {
         let size = socket.recv(&mut &mut buf[..], 0)?;
         if size == 0 {
@@ -78,9 +110,9 @@ fn dump(socket: &Socket, buf: &mut [u8], tally: &mut Tally) -> io::Result<()> {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                 }
-                SOCK_DIAG_BY_FAMILY => {
+                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                     if let Some(entry) = entry(body) {
-                        tally.add(entry);
+                        rows.0.push(entry);
                     }
                 }
                 _ => {}
@@ -93,8 +125,13 @@ fn dump(socket: &Socket, buf: &mut [u8], tally: &mut Tally) -> io::Result<()> {
 /// `NLMSG_ERROR` and `NLMSG_DONE`, the netlink message types that end or fail a dump.
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-/// The message type of each `inet_diag_msg` in a dump's replies.
+/// The message type of each `inet_diag_msg` in a dump's replies: the request's own type.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The compatible request for TCP sockets of both families, `struct inet_diag_req`.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// Every TCP state but `LISTEN` (10): a listener holds no port towards the target, and leaving
+/// it out spares the kernel its listening table.
+const STATES: u32 = !(1 << 10);
 
 /// The first netlink message in `bytes`: its type, its body, and its aligned length.
 ///
@@ -131,12 +168,35 @@ fn entry(body: &[u8]) -> Option<TcpEntry> {
     })
 }
 
-/// A dump request for TCP sockets of `family` towards `target`, in every state.
+/// A `TCPDIAG_GETSOCK` dump request for TCP sockets of both families towards `target`, in
+/// [`STATES`]. The crate has no type for this older request, so its `struct inet_diag_req` is
+/// packed here: family, two prefix lengths and the extensions (one byte each), the
+/// `inet_diag_sockid` (ports big-endian, then addresses, interface and cookie), the states and
+/// an unused word. The destination port in the id lets the kernel drop other sockets before it
+/// runs the filter.
+fn compat_request(target: SocketAddr) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
+    buf.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf.extend_from_slice(&[0; 8]); // sequence number and port id
+    buf.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    buf.extend_from_slice(&0u16.to_be_bytes());
+    buf.extend_from_slice(&target.port().to_be_bytes());
+    buf.extend_from_slice(&[0; 36]); // addresses and interface
+    buf.extend_from_slice(&[0xff; 8]); // no cookie
+    buf.extend_from_slice(&STATES.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    with_filter(buf, target)
+}
+
+/// A dump request for TCP sockets of `family` towards `target`, in [`STATES`].
 fn request(family: u8, target: SocketAddr) -> Vec<u8> {
-    let socket_id = match family {
+    let mut socket_id = match family {
         AF_INET => SocketId::new_v4(),
         _ => SocketId::new_v6(),
     };
+    socket_id.destination_port = target.port();
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut packet = NetlinkMessage::new(
@@ -145,7 +205,7 @@ fn request(family: u8, target: SocketAddr) -> Vec<u8> {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::all(),
+            states: StateFlags::from_bits_truncate(STATES),
             socket_id,
         })
         .into(),
@@ -153,8 +213,12 @@ fn request(family: u8, target: SocketAddr) -> Vec<u8> {
     packet.finalize();
     let mut buf = vec![0u8; packet.buffer_len()];
     packet.serialize(&mut buf);
-    // The crate has no type for the bytecode attribute: it is appended here, and the message's
-    // length updated.
+    with_filter(buf, target)
+}
+
+/// `request` with the filter on `target` appended as its bytecode attribute (the crate has no
+/// type for it) and the message's length set.
+fn with_filter(mut buf: Vec<u8>, target: SocketAddr) -> Vec<u8> {
     let code = bytecode(target);
     let attribute_len = 4 + code.len();
     buf.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
@@ -206,5 +270,52 @@ mod tests {
         assert_eq!(req.len() % 4, 0);
         let len = u32::from_ne_bytes(req[..4].try_into().unwrap()) as usize;
         assert_eq!(len, req.len(), "the length covers the bytecode");
+    }
+
+    /// Both requests, on this kernel, against real sockets of both families: one IPv4 client
+    /// and, where the host has IPv6, one dual-stack client reaching the target as
+    /// `::ffff:127.0.0.1`. The single compatible walk and the two walks by family agree.
+    #[test]
+    fn one_walk_counts_both_families_as_the_two_walks_do() {
+        use std::net::{Ipv4Addr, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let mut clients = vec![TcpStream::connect(target).unwrap()];
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None);
+        if let Ok(v6) = v6 {
+            let mapped = SocketAddr::new(
+                IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+                target.port(),
+            );
+            v6.set_only_v6(false).unwrap();
+            v6.connect(&mapped.into()).unwrap();
+            clients.push(v6.into());
+        }
+        let (_accepted, _) = listener.accept().unwrap();
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).unwrap();
+        socket.bind_auto().unwrap();
+        socket.connect(&NetlinkAddr::new(0, 0)).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut one = Rows::default();
+        socket.send(&compat_request(target), 0).unwrap();
+        dump(&socket, &mut buf, &mut one).expect("the kernel takes TCPDIAG_GETSOCK");
+        let mut two = Rows::default();
+        for family in [AF_INET, AF_INET6] {
+            socket.send(&request(family, target), 0).unwrap();
+            dump(&socket, &mut buf, &mut two).unwrap();
+        }
+        let mut one: Vec<SocketAddr> = one.0.iter().map(|e| e.local).collect();
+        let mut two: Vec<SocketAddr> = two.0.iter().map(|e| e.local).collect();
+        one.sort();
+        two.sort();
+        let mut ours: Vec<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        ours.iter_mut()
+            .for_each(|a| a.set_ip(a.ip().to_canonical()));
+        ours.sort();
+        assert_eq!(
+            one, ours,
+            "the listener and the server's own socket are not towards it"
+        );
+        assert_eq!(two, ours);
     }
 }
