@@ -19,6 +19,31 @@ pub(crate) struct Manager<C: Connector> {
     pub(crate) check_after_idle: Duration,
 }
 
+impl<C: Connector> Manager<C> {
+    /// The connector's check, under the check timeout if it does not finish on its first poll.
+    async fn full_check(&self, slot: &mut Slot<C::Conn>) -> RecycleResult<CreateError<C::Error>> {
+        let result = {
+            let mut check = std::pin::pin!(self.supply.connector.check(&mut slot.conn));
+            // Most checks (Raw's peek) finish on their first poll: only a check that has to wait
+            // gets a timer, so the common checkout registers none.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(check.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => {
+                    match tokio::time::timeout(self.check_timeout, check).await {
+                        Ok(result) => result,
+                        Err(_) => return Err(RecycleError::message("check timed out")),
+                    }
+                }
+            }
+        };
+        result.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
+        slot.set_close_reason(CloseReason::Other);
+        Ok(())
+    }
+}
+
 impl<C: Connector> managed::Manager for Manager<C> {
     type Type = Slot<C::Conn>;
     type Error = CreateError<C::Error>;
@@ -48,25 +73,9 @@ impl<C: Connector> managed::Manager for Manager<C> {
             slot.set_close_reason(CloseReason::Other);
             return Ok(());
         }
-        let result = {
-            let mut check = std::pin::pin!(self.supply.connector.check(&mut slot.conn));
-            // Most checks (Raw's peek) finish on their first poll: only a check that has to wait
-            // gets a timer, so the common checkout registers none.
-            let first =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(check.as_mut().poll(cx))).await;
-            match first {
-                std::task::Poll::Ready(result) => result,
-                std::task::Poll::Pending => {
-                    match tokio::time::timeout(self.check_timeout, check).await {
-                        Ok(result) => result,
-                        Err(_) => return Err(RecycleError::message("check timed out")),
-                    }
-                }
-            }
-        };
-        result.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
-        slot.set_close_reason(CloseReason::Other);
-        Ok(())
+        // The round trip, in a future of its own: the common checkout above stays a small
+        // state machine (deadpool moves it by value), and only a full check pays for the box.
+        Box::pin(self.full_check(slot)).await
     }
 
     /// Closes are counted when a [`Slot`] drops, on every path, so detaching counts nothing.

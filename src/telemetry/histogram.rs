@@ -56,6 +56,12 @@ impl Histogram {
     }
 
     pub(crate) fn record(&self, d: std::time::Duration) {
+        if d.is_zero() {
+            // Most gets: served without waiting. Zero raises no maximum.
+            self.buckets[0].fetch_add(1, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -128,5 +134,20 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(p.max, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn zero_waits_count_in_the_first_bucket() {
+        let h = Histogram::default();
+        for _ in 0..9 {
+            h.record(Duration::ZERO);
+        }
+        h.record(Duration::from_millis(5));
+        let p = h.percentiles();
+        // The first bucket's bound: under 2 µs.
+        assert!(p.p50 <= Duration::from_micros(1), "{p:?}");
+        assert!(p.p90 <= Duration::from_micros(1), "{p:?}");
+        assert_eq!(p.max, Duration::from_millis(5), "{p:?}");
+        assert!(p.p99 > Duration::from_millis(4), "{p:?}");
     }
 }
