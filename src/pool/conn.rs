@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::inner::PoolInner;
 use super::limit::LimitPermit;
 use super::manager::Manager;
-use super::slot::Slot;
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;
 
@@ -47,7 +46,8 @@ pub struct Conn<C: Connector> {
     pool: Arc<PoolInner<C>>,
     checkout: Option<usize>,
     io: Io,
-    pub(crate) limit: Option<LimitPermit>,
+    /// The bulkhead place it holds, released when it drops.
+    _limit: Option<LimitPermit>,
     /// When it was taken, for `db.client.connection.use_time`.
     #[cfg(feature = "metrics")]
     taken: Instant,
@@ -58,13 +58,14 @@ impl<C: Connector> Conn<C> {
         obj: Object<Manager<C>>,
         pool: Arc<PoolInner<C>>,
         checkout: Option<usize>,
+        limit: Option<LimitPermit>,
     ) -> Self {
         Conn {
             obj: Some(obj),
             pool,
             checkout,
             io: Io::Idle,
-            limit: None,
+            _limit: limit,
             #[cfg(feature = "metrics")]
             taken: Instant::now(),
         }
@@ -125,29 +126,36 @@ impl<C: Connector> Drop for Conn<C> {
         if let Some(key) = self.checkout {
             self.pool.checkouts.remove(key);
         }
-        let Some(mut obj) = self.obj.take() else {
+        let Some(slot) = self.obj.as_deref_mut() else {
             return;
         };
         #[cfg(feature = "metrics")]
         self.pool.supply.export.used(self.taken.elapsed());
-        let slot: &mut Slot<C::Conn> = &mut obj;
         slot.idle_since = Instant::now();
         let supply = &self.pool.supply;
         match self.io {
-            Io::Broken => {
-                slot.set_close_reason(CloseReason::Broken);
-                drop(Object::take(obj));
-                return;
-            }
+            Io::Broken => slot.set_close_reason(CloseReason::Broken),
             Io::Sent | Io::Reading => {}
             Io::Idle if supply.connector.in_flight(&slot.conn) => {}
-            Io::Idle => {
-                if supply.has_waiters() && !self.pool.pool.is_closed() {
-                    // A `create` is waiting for a dial: this connection is free first.
+            Io::Idle if supply.has_waiters() && !self.pool.pool.is_closed() => {
+                // A `create` is waiting for a dial: this connection is free first.
+                if let Some(obj) = self.obj.take() {
                     supply.stash(Object::take(obj));
                 }
-                return; // dropping `obj` gives it back to deadpool
+                return;
             }
+            Io::Idle => {
+                // Back to deadpool, dropped where it is.
+                self.obj = None;
+                return;
+            }
+        }
+        let Some(obj) = self.obj.take() else {
+            return;
+        };
+        if self.io == Io::Broken {
+            drop(Object::take(obj));
+            return;
         }
         // A request is in flight: recover it off the caller's path, or close it.
         match tokio::runtime::Handle::try_current() {

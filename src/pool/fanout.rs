@@ -110,7 +110,7 @@ impl<C: Connector> Pool<C> {
                 let pool = pool.clone();
                 let f = f.clone();
                 async move {
-                    let conn = admission::get(&pool.inner, caller, None).await?;
+                    let conn = admission::plain(&pool.inner, caller).await?;
                     Ok(f(conn, item).await)
                 }
             })

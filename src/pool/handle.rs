@@ -114,7 +114,7 @@ impl<C: Connector> Pool<C> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Conn<C>, PoolError<C::Error>>> + Send + '_ {
         let caller = Location::caller();
-        admission::get(&self.inner, caller, None)
+        admission::plain(&self.inner, caller)
     }
 
     /// Opens connections until `min_idle` are open, at most
