@@ -34,7 +34,7 @@ fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
 /// How long until the next port census, by how close the last one came to the warning: every
 /// 30 s while under half of it, every 5 s above that, every second from 90% of it on, so the
 /// census costs least when nothing is wrong and looks closest when something is. At 100,000
-/// sockets towards the target a census costs about 110 ms of CPU (`benches/census.rs`): 0.4%
+/// sockets towards the target a census costs about 60 ms of CPU (`benches/census.rs`): 0.2%
 /// of a core every 30 s.
 fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
     match utilization {
