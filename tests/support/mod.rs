@@ -6,6 +6,7 @@
 //! binary fails the test instead.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod nutcracker;
 pub mod servers;
 pub mod signals;
@@ -457,57 +458,4 @@ pub fn closed_port() -> ClosedPort {
         .unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     ClosedPort { addr, socket }
-}
-
-/// A `tracing` subscriber that counts events at WARN and above and keeps their text, installed
-/// for the current thread until the guard drops.
-pub mod logs {
-    use std::fmt::Write as _;
-    use std::sync::{Arc, Mutex};
-
-    use tracing::field::{Field, Visit};
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-
-    /// The WARN and ERROR events seen so far, each as "field=value ...".
-    #[derive(Clone, Default)]
-    pub struct Captured(Arc<Mutex<Vec<String>>>);
-
-    impl Captured {
-        pub fn events(&self) -> Vec<String> {
-            self.0.lock().unwrap().clone()
-        }
-
-        pub fn count(&self) -> usize {
-            self.0.lock().unwrap().len()
-        }
-    }
-
-    struct Collect(Captured);
-
-    struct Text(String);
-
-    impl Visit for Text {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            let _ = write!(self.0, " {}={:?}", field.name(), value);
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Collect {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            if *event.metadata().level() <= tracing::Level::WARN {
-                let mut text = Text(String::new());
-                event.record(&mut text);
-                (self.0).0.lock().unwrap().push(text.0);
-            }
-        }
-    }
-
-    /// Captures events on this thread until the guard drops.
-    pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::registry().with(Collect(captured.clone()));
-        let guard = tracing::subscriber::set_default(subscriber);
-        (captured, guard)
-    }
 }
