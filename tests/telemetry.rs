@@ -284,6 +284,42 @@ async fn port_utilization_warns_before_the_tipping_point() {
     drop(held);
 }
 
+/// A pool given a host name counts the ports towards the address its dials reached.
+#[tokio::test]
+async fn port_utilization_of_a_host_name_target_is_counted_where_it_resolved() {
+    let (logs, _guard) = support::logs::capture();
+    let acceptor = Acceptor::start("127.0.0.1").await;
+    let source = support::fresh_source(72, 1);
+    let pool = Pool::builder(format!("localhost:{}", acceptor.addr.port()))
+        .dialer(support::one_source_dialer(source))
+        .max_size(45)
+        .build()
+        .unwrap();
+    assert!(
+        pool.target().tcp().is_none(),
+        "a host name, looked up at each dial"
+    );
+    let held: Vec<_> = futures_util::future::join_all((0..45).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    eventually("a port utilization warning", || {
+        logs.events()
+            .iter()
+            .any(|e| e.contains("close to running out of ports"))
+    })
+    .await;
+    let warning = logs
+        .events()
+        .into_iter()
+        .find(|e| e.contains("close to running out of ports"))
+        .unwrap();
+    assert!(warning.contains("45 of 50 ports in use"), "{warning}");
+    assert!(warning.contains(&acceptor.addr.to_string()), "{warning}");
+    drop(held);
+}
+
 /// A connector of the test's own for redis: the handshake is a PING, and so is the check.
 struct RedisPing;
 

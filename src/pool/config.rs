@@ -126,7 +126,8 @@ pub struct PoolConfig {
     /// [`DEFAULT_REPORT_WINDOW`](crate::DEFAULT_REPORT_WINDOW). Greater than zero.
     pub report_window: Duration,
     /// Warns when the busiest source address holds more than this share of its ephemeral
-    /// ports towards the target, checked by the reaper every few seconds on a blocking thread.
+    /// ports towards the target, checked by the reaper every few seconds on a blocking thread
+    /// (towards the address a host-name target last resolved to; a unix socket has no ports).
     /// Default: [`DEFAULT_PORT_WARNING`]. `None` turns the check off. Above 0.0, at most 1.0.
     pub port_warning: Option<f64>,
 }

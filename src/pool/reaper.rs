@@ -165,8 +165,9 @@ fn flush_reports<C: Connector>(pool: &PoolInner<C>) {
 /// returns the busiest source's utilization.
 async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
     let threshold = pool.port_warning?;
-    // A unix socket uses no ports; a host name is not counted (its addresses may change).
-    let target = pool.target().tcp()?;
+    // A unix socket uses no ports; a host name is counted towards the address it last
+    // resolved to.
+    let target = pool.supply.census_target()?;
     let range = pool.supply.dialer.local_port_range();
     let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, range)).await;
     let Ok(Ok(snap)) = snap else {

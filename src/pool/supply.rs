@@ -14,7 +14,7 @@
 //! closes ([`Slot`]'s drop). deadpool's own cap (its `max_size`) counts only what it holds, so
 //! it cannot see a dial whose caller left; this one does.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,9 @@ pub(crate) struct Supply<C: Connector> {
     /// Dial tasks running now.
     dialing: AtomicUsize,
     closed: AtomicBool,
+    /// For a host-name target, the address the last dial reached: what the port census
+    /// counts towards.
+    resolved: Mutex<Option<SocketAddr>>,
     #[cfg(feature = "metrics")]
     pub(crate) export: Arc<crate::telemetry::export::Export>,
 }
@@ -136,6 +139,7 @@ impl<C: Connector> Supply<C> {
             waiting: AtomicUsize::new(0),
             dialing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            resolved: Mutex::new(None),
             #[cfg(feature = "metrics")]
             export,
         }
@@ -289,6 +293,15 @@ impl<C: Connector> Supply<C> {
         let dialed = self.dialer.connect_target(&self.target, pinned).await;
         ticket.finish(dialed.as_ref().map(|_| ()));
         let stream = dialed.map_err(CreateError::Dial)?;
+        if let (Target::Host { .. }, Some(peer)) = (
+            &self.target,
+            stream.as_tcp().and_then(|s| s.peer_addr().ok()),
+        ) {
+            *self
+                .resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
+        }
         match self.connector.connect(stream).await {
             Ok(conn) => Ok(conn),
             Err(e) => match self.connector.source() {
@@ -308,6 +321,17 @@ impl<C: Connector> Supply<C> {
                 _ => Err(CreateError::Backend(e)),
             },
         }
+    }
+
+    /// The address the port census counts towards: the target's own, or for a host name
+    /// the one the last dial reached (none before the first).
+    pub(crate) fn census_target(&self) -> Option<SocketAddr> {
+        self.target.tcp().or_else(|| {
+            *self
+                .resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
     /// Closes the gates: waiting creates end, and no dial starts after.
