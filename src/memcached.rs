@@ -43,11 +43,12 @@
 //! # }
 //! ```
 
-use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::sync::Mutex;
+
+use futures_util::StreamExt;
 
 use crate::error::PoolError;
 use crate::pool::Pool;
