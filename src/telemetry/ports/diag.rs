@@ -44,14 +44,11 @@ pub(super) fn count(tally: &mut Tally) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     if target.ip().is_ipv4() {
         socket.send(&compat_request(target), 0)?;
-        let mut both = Rows::default();
-        match dump(&socket, &mut buf, &mut both) {
-            Ok(()) => {
-                both.into_tally(tally);
-                return Ok(());
-            }
+        let before = tally.rows.len();
+        match dump(&socket, &mut buf, tally) {
+            Ok(()) => return Ok(()),
             // Refused before any record: the dumps by family below.
-            Err(e) if both.0.is_empty() && e.raw_os_error().is_some() => {}
+            Err(e) if tally.rows.len() == before && e.raw_os_error().is_some() => {}
             Err(e) => return Err(e),
         }
     }
@@ -63,27 +60,13 @@ pub(super) fn count(tally: &mut Tally) -> io::Result<()> {
     };
     for &family in families {
         socket.send(&request(family, target), 0)?;
-        let mut rows = Rows::default();
-        dump(&socket, &mut buf, &mut rows)?;
-        rows.into_tally(tally);
+        dump(&socket, &mut buf, tally)?;
     }
     Ok(())
 }
 
-/// A dump's records, kept until it completes: a dump that fails part way adds nothing.
-#[derive(Default)]
-struct Rows(Vec<TcpEntry>);
-
-impl Rows {
-    fn into_tally(self, tally: &mut Tally) {
-        for entry in self.0 {
-            tally.add(entry);
-        }
-    }
-}
-
 /// Reads one dump's replies into the tally, up to its `NLMSG_DONE`.
-fn dump(socket: &Socket, buf: &mut [u8], rows: &mut Rows) -> io::Result<()> {
+fn dump(socket: &Socket, buf: &mut [u8], tally: &mut Tally) -> io::Result<()> {
     loop {
         let size = socket.recv(&mut &mut buf[..], 0)?;
         if size == 0 {
@@ -112,7 +95,7 @@ fn dump(socket: &Socket, buf: &mut [u8], rows: &mut Rows) -> io::Result<()> {
                 }
                 SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                     if let Some(entry) = entry(body) {
-                        rows.0.push(entry);
+                        tally.add(entry);
                     }
                 }
                 _ => {}
@@ -296,18 +279,26 @@ mod tests {
         socket.bind_auto().unwrap();
         socket.connect(&NetlinkAddr::new(0, 0)).unwrap();
         let mut buf = vec![0u8; 64 * 1024];
-        let mut one = Rows::default();
+        let mut one = Tally::new(target, &(1..=u16::MAX), None);
         socket.send(&compat_request(target), 0).unwrap();
         dump(&socket, &mut buf, &mut one).expect("the kernel takes TCPDIAG_GETSOCK");
-        let mut two = Rows::default();
+        let mut two = Tally::new(target, &(1..=u16::MAX), None);
         for family in [AF_INET, AF_INET6] {
             socket.send(&request(family, target), 0).unwrap();
             dump(&socket, &mut buf, &mut two).unwrap();
         }
-        let mut one: Vec<SocketAddr> = one.0.iter().map(|e| e.local).collect();
-        let mut two: Vec<SocketAddr> = two.0.iter().map(|e| e.local).collect();
-        one.sort();
-        two.sort();
+        let locals = |t: Tally| -> Vec<SocketAddr> {
+            let mut v: Vec<SocketAddr> = t
+                .rows
+                .iter()
+                .map(|&(ip, port, _)| {
+                    SocketAddr::new(std::net::Ipv6Addr::from(ip).to_canonical(), port)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let (one, two) = (locals(one), locals(two));
         let mut ours: Vec<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
         ours.iter_mut()
             .for_each(|a| a.set_ip(a.ip().to_canonical()));
