@@ -44,11 +44,11 @@ pub(super) fn count(tally: &mut Tally) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     if target.ip().is_ipv4() {
         socket.send(&compat_request(target), 0)?;
-        let before = tally.rows.len();
+        let before = tally.len();
         match dump(&socket, &mut buf, tally) {
             Ok(()) => return Ok(()),
             // Refused before any record: the dumps by family below.
-            Err(e) if tally.rows.len() == before && e.raw_os_error().is_some() => {}
+            Err(e) if tally.len() == before && e.raw_os_error().is_some() => {}
             Err(e) => return Err(e),
         }
     }
@@ -287,18 +287,7 @@ mod tests {
             socket.send(&request(family, target), 0).unwrap();
             dump(&socket, &mut buf, &mut two).unwrap();
         }
-        let locals = |t: Tally| -> Vec<SocketAddr> {
-            let mut v: Vec<SocketAddr> = t
-                .rows
-                .iter()
-                .map(|&(ip, port, _)| {
-                    SocketAddr::new(std::net::Ipv6Addr::from(ip).to_canonical(), port)
-                })
-                .collect();
-            v.sort();
-            v
-        };
-        let (one, two) = (locals(one), locals(two));
+        let (one, two) = (one.locals(), two.locals());
         let mut ours: Vec<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
         ours.iter_mut()
             .for_each(|a| a.set_ip(a.ip().to_canonical()));
