@@ -247,6 +247,26 @@ async fn the_reaper_ends_when_the_pool_is_dropped() {
     .await;
 }
 
+/// Takes 45 connections (45 of a one-source dialer's 50 ports) and waits for the pool's port
+/// warning; returns the connections, still held, and the warning.
+async fn hold_45_ports_until_warned(
+    pool: &Pool,
+    logs: &support::logs::Captured,
+) -> (Vec<multiloop::Conn<multiloop::Raw>>, String) {
+    let held: Vec<_> = futures_util::future::join_all((0..45).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let warned = || {
+        logs.events()
+            .into_iter()
+            .find(|e| e.contains("close to running out of ports"))
+    };
+    eventually("a port utilization warning", || warned().is_some()).await;
+    (held, warned().unwrap())
+}
+
 #[tokio::test]
 async fn port_utilization_warns_before_the_tipping_point() {
     let (logs, _guard) = support::logs::capture();
@@ -259,22 +279,7 @@ async fn port_utilization_warns_before_the_tipping_point() {
         .build()
         .unwrap();
     // 45 of the source's 50 ports in use: 90%, past the 80% threshold, and no dial has failed.
-    let held: Vec<_> = futures_util::future::join_all((0..45).map(|_| pool.get()))
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    eventually("a port utilization warning", || {
-        logs.events()
-            .iter()
-            .any(|e| e.contains("close to running out of ports"))
-    })
-    .await;
-    let warning = logs
-        .events()
-        .into_iter()
-        .find(|e| e.contains("close to running out of ports"))
-        .unwrap();
+    let (held, warning) = hold_45_ports_until_warned(&pool, &logs).await;
     assert!(warning.contains("45 of 50 ports in use"), "{warning}");
     assert_eq!(
         pool.dialer().stats().failures.total(),
@@ -299,22 +304,7 @@ async fn port_utilization_of_a_host_name_target_is_counted_where_it_resolved() {
         pool.target().tcp().is_none(),
         "a host name, looked up at each dial"
     );
-    let held: Vec<_> = futures_util::future::join_all((0..45).map(|_| pool.get()))
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    eventually("a port utilization warning", || {
-        logs.events()
-            .iter()
-            .any(|e| e.contains("close to running out of ports"))
-    })
-    .await;
-    let warning = logs
-        .events()
-        .into_iter()
-        .find(|e| e.contains("close to running out of ports"))
-        .unwrap();
+    let (held, warning) = hold_45_ports_until_warned(&pool, &logs).await;
     assert!(warning.contains("45 of 50 ports in use"), "{warning}");
     assert!(warning.contains(&acceptor.addr.to_string()), "{warning}");
     drop(held);

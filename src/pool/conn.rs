@@ -134,7 +134,13 @@ impl<C: Connector> Drop for Conn<C> {
         slot.idle_since = Instant::now();
         let supply = &self.pool.supply;
         match self.io {
-            Io::Broken => slot.set_close_reason(CloseReason::Broken),
+            Io::Broken => {
+                slot.set_close_reason(CloseReason::Broken);
+                if let Some(obj) = self.obj.take() {
+                    drop(Object::take(obj));
+                }
+                return;
+            }
             Io::Sent | Io::Reading => {}
             Io::Idle if supply.connector.in_flight(&slot.conn) => {}
             Io::Idle if supply.has_waiters() && !self.pool.pool.is_closed() => {
@@ -153,10 +159,6 @@ impl<C: Connector> Drop for Conn<C> {
         let Some(obj) = self.obj.take() else {
             return;
         };
-        if self.io == Io::Broken {
-            drop(Object::take(obj));
-            return;
-        }
         // A request is in flight: recover it off the caller's path, or close it.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
