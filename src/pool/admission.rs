@@ -80,9 +80,8 @@ async fn in_pool<C: Connector>(
 ) -> Result<Conn<C>, PoolError<C::Error>> {
     let counters = &pool.counters;
     counters.gets.fetch_add(1, Ordering::Relaxed);
-    if pool.pool.is_closed() {
-        return Err(fail(pool, PoolError::Closed));
-    }
+    // A closed pool needs no check of its own here: deadpool refuses the get as closed, and it
+    // is counted and reported as such below.
     if pool.paused.load(Ordering::Relaxed) {
         return Err(fail(pool, PoolError::Paused));
     }
@@ -124,11 +123,14 @@ async fn in_pool<C: Connector>(
         }
         Err(e) => return Err(fail(pool, convert(e))),
     };
-    if pool.paused.load(Ordering::Relaxed) {
+    let waited = match waited_since {
+        None => Duration::ZERO,
         // Paused while this get waited: the connection goes back, unused.
-        return Err(fail(pool, PoolError::Paused));
-    }
-    let waited = waited_since.map_or(Duration::ZERO, |t| t.elapsed());
+        Some(_) if pool.paused.load(Ordering::Relaxed) => {
+            return Err(fail(pool, PoolError::Paused));
+        }
+        Some(t) => t.elapsed(),
+    };
     counters.wait.record(waited);
     #[cfg(feature = "metrics")]
     pool.supply.export.waited(waited);

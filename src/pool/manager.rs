@@ -58,14 +58,13 @@ impl<C: Connector> managed::Manager for Manager<C> {
         _: &Metrics,
     ) -> RecycleResult<CreateError<C::Error>> {
         let now = Instant::now();
-        let idle = now.saturating_duration_since(slot.idle_since);
-        if let Some(reason) = slot.stale_after(&self.supply.lifetimes, now, idle) {
+        if let Some(reason) = slot.stale(&self.supply.lifetimes, now) {
             slot.set_close_reason(reason);
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
         // If the check is cancelled or times out, the connection counts as broken.
         slot.set_close_reason(CloseReason::Broken);
-        if idle < self.check_after_idle
+        if !slot.idle_for(self.check_after_idle, now)
             && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
         {
             // Used moments ago: no round trip.

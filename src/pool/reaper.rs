@@ -45,11 +45,18 @@ fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
 }
 
 /// Starts the reaper once, on the first `get` or warm-up. Without a runtime it does not start,
-/// and the next call tries again.
+/// and the next call tries again. Inlined: every checkout calls it, and after the first it is
+/// one load.
+#[inline]
 pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
-    if pool.reaper_started.load(Ordering::Relaxed)
-        || pool.reaper_started.swap(true, Ordering::Relaxed)
-    {
+    if !pool.reaper_started.load(Ordering::Relaxed) {
+        start_once(pool);
+    }
+}
+
+#[cold]
+fn start_once<C: Connector>(pool: &Arc<PoolInner<C>>) {
+    if pool.reaper_started.swap(true, Ordering::Relaxed) {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {

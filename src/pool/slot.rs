@@ -2,6 +2,7 @@
 //! permit of the cap and counts its own close, so no path (resize, close, cancellation, a
 //! dropped pool) can close a connection uncounted or leave one open uncounted.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -11,17 +12,16 @@ use crate::telemetry::counters::{CloseReason, PoolCounters};
 
 /// A pooled connection and what the pool knows about it.
 ///
-/// Small on purpose: deadpool moves it by value on every checkout and return, so what is read
-/// only when it is created, checked or closed lives behind one box.
-pub(crate) struct Slot<T> {
+/// One pointer wide on purpose: deadpool moves it by value (inside its own object) several
+/// times on every checkout and return, so everything lives behind one box, allocated once
+/// when the connection is made.
+pub(crate) struct Slot<T>(Box<Held<T>>);
+
+/// What a [`Slot`] holds.
+pub(crate) struct Held<T> {
     pub(crate) conn: T,
     /// When it was last returned to the pool (or created).
     pub(crate) idle_since: Instant,
-    cold: Box<Cold>,
-}
-
-/// What a slot needs only when it is created, checked or closed.
-struct Cold {
     /// When it must close: creation plus the jittered maximum lifetime.
     expires: Option<Instant>,
     /// Why it is being closed, read when it drops. Atomic, not a `Cell`, so that connections
@@ -32,6 +32,20 @@ struct Cold {
     _socket: GatePermit,
 }
 
+impl<T> Deref for Slot<T> {
+    type Target = Held<T>;
+
+    fn deref(&self) -> &Held<T> {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Slot<T> {
+    fn deref_mut(&mut self) -> &mut Held<T> {
+        &mut self.0
+    }
+}
+
 impl<T> Slot<T> {
     pub(crate) fn new(
         conn: T,
@@ -40,56 +54,47 @@ impl<T> Slot<T> {
         socket: GatePermit,
     ) -> Slot<T> {
         let now = Instant::now();
-        Slot {
+        Slot(Box::new(Held {
             conn,
             idle_since: now,
-            cold: Box::new(Cold {
-                expires: lifetimes.expiry(now),
-                close_reason: AtomicU8::new(CloseReason::Other as u8),
-                counters,
-                _socket: socket,
-            }),
-        }
+            expires: lifetimes.expiry(now),
+            close_reason: AtomicU8::new(CloseReason::Other as u8),
+            counters,
+            _socket: socket,
+        }))
     }
 
     pub(crate) fn set_close_reason(&self, reason: CloseReason) {
-        self.cold
+        self.0
             .close_reason
             .store(reason as u8, Ordering::Relaxed);
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {
-        self.cold.expires.is_some_and(|at| now >= at)
+        self.0.expires.is_some_and(|at| now >= at)
     }
 
-    /// Whether the reaper should close it now: past its lifetime, or idle past the timeout.
+    /// Whether it should close now: past its lifetime, or idle past the timeout.
     pub(crate) fn stale(&self, lifetimes: &Lifetimes, now: Instant) -> Option<CloseReason> {
-        self.stale_after(
-            lifetimes,
-            now,
-            now.saturating_duration_since(self.idle_since),
-        )
-    }
-
-    /// [`stale`](Slot::stale), given how long it has been idle.
-    pub(crate) fn stale_after(
-        &self,
-        lifetimes: &Lifetimes,
-        now: Instant,
-        idle: Duration,
-    ) -> Option<CloseReason> {
         if self.expired(now) {
             return Some(CloseReason::Lifetime);
         }
         let timeout = lifetimes.idle_timeout?;
-        (idle >= timeout).then_some(CloseReason::Idle)
+        self.idle_for(timeout, now).then_some(CloseReason::Idle)
+    }
+
+    /// Whether it has been idle for `d` or longer at `now`. A comparison of instants, not a
+    /// subtraction into a `Duration`: every checkout asks, and this is the cheaper question.
+    pub(crate) fn idle_for(&self, d: Duration, now: Instant) -> bool {
+        // `now - d` before the clock's origin: nothing has been idle that long.
+        now.checked_sub(d).is_some_and(|cut| self.idle_since <= cut)
     }
 }
 
 impl<T> Drop for Slot<T> {
     fn drop(&mut self) {
-        let reason = CloseReason::from_u8(self.cold.close_reason.load(Ordering::Relaxed));
-        self.cold.counters.closed(reason);
+        let reason = CloseReason::from_u8(self.0.close_reason.load(Ordering::Relaxed));
+        self.0.counters.closed(reason);
     }
 }
 
