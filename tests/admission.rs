@@ -8,15 +8,8 @@ use std::time::{Duration, Instant};
 
 use multiloop::{Dialer, Pool, PoolError, TimeoutKind};
 
+use support::eventually;
 use support::servers::{Counting, Reply};
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulkhead_get_waits_one_wait_timeout_in_all() {

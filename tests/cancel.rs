@@ -11,16 +11,8 @@ use std::time::{Duration, Instant};
 use multiloop::{Connector, Pool, Stream, ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use support::eventually;
 use support::servers::{Counting, Reply};
-
-/// Waits up to 10 s for `cond`; asserts the outcome, never the time taken.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A connector whose handshake takes `delay`, counting handshakes in progress.
 #[derive(Clone)]

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use support::Acceptor;
+use support::eventually;
 
 /// One memcached round trip: `version`.
 async fn version(conn: &mut multiloop::Stream) -> std::io::Result<String> {
@@ -24,16 +25,6 @@ async fn version(conn: &mut multiloop::Stream) -> std::io::Result<String> {
         Ok(line)
     } else {
         Err(std::io::Error::other(format!("unexpected reply {line:?}")))
-    }
-}
-
-/// Waits up to 10 s for `cond`, polling: for effects of the reaper, which runs on its own
-/// schedule. Asserts the outcome, never the time taken.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

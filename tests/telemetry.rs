@@ -3,22 +3,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiloop::{Connector, DialErrorKind, Dialer, Pool, PoolError, ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::Acceptor;
-
-/// Waits up to 10 s for `cond`, polling: for effects of the reaper, which runs on its own
-/// schedule. Asserts the outcome, never the time taken.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::eventually;
 
 #[tokio::test]
 async fn a_failure_storm_makes_a_handful_of_log_events() {

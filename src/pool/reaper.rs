@@ -68,6 +68,7 @@ fn start_once<C: Connector>(pool: &Arc<PoolInner<C>>) {
 
 fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>) {
     runtime.spawn(async move {
+        let _restart = Restart(weak.clone());
         let mut next_port_check = Instant::now();
         loop {
             let period = match weak.upgrade() {
@@ -98,6 +99,22 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
             }
         }
     });
+}
+
+/// Dropped with the reaper's task. A task dropped while its pool is open (the runtime it ran on
+/// shut down, as a test's runtime does, while the pool lives on in a static or in another
+/// runtime) clears the started flag, so the next `get`, on a runtime that runs, starts the
+/// reaper again instead of leaving the pool without one.
+struct Restart<C: Connector>(Weak<PoolInner<C>>);
+
+impl<C: Connector> Drop for Restart<C> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.upgrade()
+            && !pool.pool.is_closed()
+        {
+            pool.reaper_started.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Closes idle connections past the idle timeout (down to `min_idle`) and any past their

@@ -65,9 +65,7 @@ impl<T> Slot<T> {
     }
 
     pub(crate) fn set_close_reason(&self, reason: CloseReason) {
-        self.0
-            .close_reason
-            .store(reason as u8, Ordering::Relaxed);
+        self.0.close_reason.store(reason as u8, Ordering::Relaxed);
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {

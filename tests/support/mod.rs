@@ -58,6 +58,17 @@ impl Drop for TempDir {
     }
 }
 
+/// Waits until `cond` holds, polling every 10 ms (for effects of the reaper and of servers,
+/// which run on their own schedule); fails the test, naming `what`, after 10 s. It asserts the
+/// outcome, never the time taken.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Whether CI asked for server-backed tests to fail instead of skipping.
 pub fn servers_required() -> bool {
     std::env::var("MULTILOOP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
