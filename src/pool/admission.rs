@@ -85,16 +85,11 @@ async fn in_pool<C: Connector>(
     if pool.paused.load(Ordering::Relaxed) {
         return Err(fail(pool, PoolError::Paused));
     }
-    let mut timeouts = Timeouts {
-        wait: Some(Duration::ZERO),
-        create: Some(pool.create_timeout),
-        recycle: None,
-    };
     // The time to a connection is measured from the first time the get has to wait: a get
     // served on its first poll (most of them) reads no clock and counts as no wait.
     let mut waited_since: Option<Instant> = None;
     let first = {
-        let mut get = std::pin::pin!(pool.pool.timeout_get(&timeouts));
+        let mut get = std::pin::pin!(pool.pool.timeout_get(&pool.first_try));
         std::future::poll_fn(|cx| {
             let poll = get.as_mut().poll(cx);
             if poll.is_pending() && waited_since.is_none() {
@@ -115,7 +110,10 @@ async fn in_pool<C: Connector>(
             counters.waited.fetch_add(1, Ordering::Relaxed);
             let now = *waited_since.get_or_insert_with(Instant::now);
             let deadline = deadline.unwrap_or_else(|| now + pool.wait_timeout);
-            timeouts.wait = Some(deadline.saturating_duration_since(now));
+            let timeouts = Timeouts {
+                wait: Some(deadline.saturating_duration_since(now)),
+                ..pool.first_try
+            };
             pool.pool
                 .timeout_get(&timeouts)
                 .await

@@ -222,7 +222,11 @@ impl<C: Connector> PoolBuilder<C> {
                 supply,
                 counters,
                 wait_timeout: config.wait_timeout,
-                create_timeout: config.create_timeout,
+                first_try: deadpool::managed::Timeouts {
+                    wait: Some(Duration::ZERO),
+                    create: Some(config.create_timeout),
+                    recycle: None,
+                },
                 check_timeout: config.check_timeout,
                 paused: AtomicBool::new(false),
                 waiters: AtomicUsize::new(0),

@@ -122,6 +122,9 @@ impl<C: Connector> DerefMut for Conn<C> {
 }
 
 impl<C: Connector> Drop for Conn<C> {
+    /// The common return (no request in flight, no `create` waiting) inline; the rest out of
+    /// line.
+    #[inline]
     fn drop(&mut self) {
         if let Some(key) = self.checkout {
             self.pool.checkouts.remove(key);
@@ -133,32 +136,45 @@ impl<C: Connector> Drop for Conn<C> {
         self.pool.supply.export.used(self.taken.elapsed());
         slot.idle_since = Instant::now();
         let supply = &self.pool.supply;
-        match self.io {
-            Io::Broken => {
-                slot.set_close_reason(CloseReason::Broken);
-                if let Some(obj) = self.obj.take() {
-                    drop(Object::take(obj));
-                }
-                return;
-            }
-            Io::Sent | Io::Reading => {}
-            Io::Idle if supply.connector.in_flight(&slot.conn) => {}
-            Io::Idle if supply.has_waiters() && !self.pool.pool.is_closed() => {
-                // A `create` is waiting for a dial: this connection is free first.
-                if let Some(obj) = self.obj.take() {
-                    supply.stash(Object::take(obj));
-                }
-                return;
-            }
-            Io::Idle => {
-                // Back to deadpool, dropped where it is.
-                self.obj = None;
-                return;
-            }
+        if self.io == Io::Idle && !supply.connector.in_flight(&slot.conn) && !supply.has_waiters()
+        {
+            // Back to deadpool, dropped where it is.
+            self.obj = None;
+        } else {
+            self.give_back();
         }
+    }
+}
+
+impl<C: Connector> Conn<C> {
+    /// A return off the common path: a broken connection closes, one a `create` is waiting
+    /// for goes to it, one with a request in flight is recovered or closed.
+    #[cold]
+    #[inline(never)]
+    fn give_back(&mut self) {
         let Some(obj) = self.obj.take() else {
             return;
         };
+        let supply = &self.pool.supply;
+        match self.io {
+            Io::Broken => {
+                obj.set_close_reason(CloseReason::Broken);
+                drop(Object::take(obj));
+                return;
+            }
+            Io::Sent | Io::Reading => {}
+            Io::Idle if supply.connector.in_flight(&obj.conn) => {}
+            Io::Idle if !self.pool.pool.is_closed() => {
+                // A `create` is waiting for a dial: this connection is free first.
+                supply.stash(Object::take(obj));
+                return;
+            }
+            Io::Idle => {
+                // Closed meanwhile: back to deadpool, which closes it.
+                drop(obj);
+                return;
+            }
+        }
         // A request is in flight: recover it off the caller's path, or close it.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {

@@ -113,7 +113,9 @@ pub(crate) struct PoolInner<C: Connector> {
     pub(crate) supply: Arc<Supply<C>>,
     pub(crate) counters: Arc<PoolCounters>,
     pub(crate) wait_timeout: Duration,
-    pub(crate) create_timeout: Duration,
+    /// A get's first try at deadpool: no wait (a busy pool is queued for in our own bounded
+    /// queue), the create timeout on a dial. Built once; the common checkout copies nothing.
+    pub(crate) first_try: managed::Timeouts,
     pub(crate) check_timeout: Duration,
     pub(crate) paused: AtomicBool,
     pub(crate) waiters: AtomicUsize,

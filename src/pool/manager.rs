@@ -62,16 +62,18 @@ impl<C: Connector> managed::Manager for Manager<C> {
             slot.set_close_reason(reason);
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
-        // If the check is cancelled or times out, the connection counts as broken.
-        slot.set_close_reason(CloseReason::Broken);
+        // An idle slot's close reason is `Other`: it changes only on the way to a close.
         if !slot.idle_for(self.check_after_idle, now)
             && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
         {
-            // Used moments ago: no round trip.
-            peeked.map_err(|e| RecycleError::Backend(CreateError::Backend(e)))?;
-            slot.set_close_reason(CloseReason::Other);
-            return Ok(());
+            // Used moments ago: no round trip. The peek cannot be cancelled half way.
+            return peeked.map_err(|e| {
+                slot.set_close_reason(CloseReason::Broken);
+                RecycleError::Backend(CreateError::Backend(e))
+            });
         }
+        // If the check is cancelled or times out, the connection counts as broken.
+        slot.set_close_reason(CloseReason::Broken);
         // The round trip, in a future of its own: the common checkout above stays a small
         // state machine (deadpool moves it by value), and only a full check pays for the box.
         Box::pin(self.full_check(slot)).await

@@ -1,8 +1,6 @@
 //! Warm-up: opens connections until `min_idle` are open, a few dials at a time.
 
-use std::time::Duration;
-
-use deadpool::managed::{self, TimeoutType, Timeouts};
+use deadpool::managed::{self, TimeoutType};
 use futures_util::StreamExt;
 
 use super::inner::PoolInner;
@@ -17,15 +15,10 @@ pub(crate) async fn fill<C: Connector>(pool: &PoolInner<C>) -> Result<usize, Poo
     if before >= pool.min_idle || pool.pool.is_closed() {
         return Ok(0);
     }
-    let now_only = Timeouts {
-        wait: Some(Duration::ZERO),
-        create: Some(pool.create_timeout),
-        recycle: None,
-    };
     // Hold every connection until all are open, so that each get creates one rather than
     // taking the one the previous get returned.
     let held: Vec<_> = futures_util::stream::iter(0..pool.min_idle - before)
-        .map(|_| pool.pool.timeout_get(&now_only))
+        .map(|_| pool.pool.timeout_get(&pool.first_try))
         .buffer_unordered(pool.warm_up_concurrency)
         .collect()
         .await;
