@@ -17,6 +17,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use multiloop::{Dialer, ports};
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::stats;
+
 const SOCKETS: usize = 100_000;
 const ROUNDS: usize = 5;
 const CALLS: usize = 5;
@@ -190,9 +194,4 @@ fn cpu_ms(mut f: impl FnMut()) -> f64 {
         f();
     }
     (on_cpu() - before) as f64 / 1e6 / CALLS as f64
-}
-
-fn stats(xs: &mut [f64]) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[0], xs[xs.len() / 2], xs[xs.len() - 1])
 }

@@ -1,21 +1,31 @@
 //! Pool checkout: `get()` plus drop, per cycle, at 1, 8, 64 and 256 concurrent tasks on 8 and
 //! 32 warm connections. Run with `cargo bench --bench pool`.
 //!
-//! Three pools with equivalent managers, side by side in one run: the multiloop `Pool` (`Raw`
-//! connector), raw deadpool, and bb8. Each checks a connection on checkout with the same
-//! non-blocking peek, so the comparison is of the pools' own bookkeeping.
+//! Four pools side by side in one run, each checking a connection on checkout with the same
+//! non-blocking peek, so the comparison is of the pools' own bookkeeping: the multiloop `Pool`
+//! (`Raw` connector) as configured by default, the same without the leak registry (its
+//! `leak_threshold(None)`, as `examples/checkout_cost.rs` measures it under callgrind), raw
+//! deadpool and bb8. In each cell every pool runs `ROUNDS` times, interleaved, in an order that
+//! rotates from round to round; the table gives nanoseconds per cycle, min / median / max, and
+//! the ratios of the medians as rates (above 1.0 multiloop is faster).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-
 #[path = "common/baselines.rs"]
 mod baselines;
+#[path = "common/stats.rs"]
+mod stats;
 use baselines::{Bb8Manager, DeadpoolManager};
+use stats::stats;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+
+/// Checkout cycles per measurement: about 0.1 s each at this machine's rates.
+const CYCLES: u64 = 200_000;
+const ROUNDS: usize = 7;
+const NAMES: [&str; 4] = ["multiloop", "ml-noleak", "deadpool", "bb8"];
 
 /// Accepts and holds connections open until the client closes them.
 async fn holding_acceptor() -> SocketAddr {
@@ -32,8 +42,8 @@ async fn holding_acceptor() -> SocketAddr {
     addr
 }
 
-/// Runs `iters` checkout cycles split over `tasks` tasks and returns the time taken.
-async fn cycles<F, Fut>(iters: u64, tasks: u64, checkout: F) -> Duration
+/// Runs `CYCLES` checkout cycles split over `tasks` tasks; returns nanoseconds per cycle.
+async fn cycles<F, Fut>(tasks: u64, checkout: F) -> f64
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -42,7 +52,7 @@ where
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {
-        let share = iters / tasks + u64::from(t < iters % tasks);
+        let share = CYCLES / tasks + u64::from(t < CYCLES % tasks);
         let checkout = checkout.clone();
         set.spawn(async move {
             for _ in 0..share {
@@ -51,70 +61,60 @@ where
         });
     }
     while set.join_next().await.is_some() {}
-    started.elapsed()
+    started.elapsed().as_nanos() as f64 / CYCLES as f64
 }
 
-fn checkout(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = rt.block_on(holding_acceptor());
-    for conns in [8usize, 32] {
-        let (multi, dead, bb) = rt.block_on(pools(addr, conns));
-        let mut group = c.benchmark_group(format!("checkout/{conns}_conns"));
-        group
-            .sample_size(20)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3));
-        for tasks in [1u64, 8, 64, 256] {
-            let p = multi.clone();
-            group.bench_function(BenchmarkId::new("multiloop", tasks), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
+#[derive(Clone)]
+struct Pools {
+    multi: multiloop::Pool,
+    noleak: multiloop::Pool,
+    dead: deadpool::managed::Pool<DeadpoolManager>,
+    bb: bb8::Pool<Bb8Manager>,
+}
+
+impl Pools {
+    /// One measurement of pool `which` (an index into `NAMES`).
+    async fn run(&self, which: usize, tasks: u64) -> f64 {
+        match which {
+            0 | 1 => {
+                let p = if which == 0 { &self.multi } else { &self.noleak }.clone();
+                cycles(tasks, move || {
                     let p = p.clone();
-                    cycles(iters, tasks, move || {
-                        let p = p.clone();
-                        async move { drop(p.get().await.unwrap()) }
-                    })
+                    async move { drop(p.get().await.unwrap()) }
                 })
-            });
-            let p = dead.clone();
-            group.bench_function(BenchmarkId::new("deadpool", tasks), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
+                .await
+            }
+            2 => {
+                let p = self.dead.clone();
+                cycles(tasks, move || {
                     let p = p.clone();
-                    cycles(iters, tasks, move || {
-                        let p = p.clone();
-                        async move { drop(p.get().await.unwrap()) }
-                    })
+                    async move { drop(p.get().await.unwrap()) }
                 })
-            });
-            let p = bb.clone();
-            group.bench_function(BenchmarkId::new("bb8", tasks), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
+                .await
+            }
+            _ => {
+                let p = self.bb.clone();
+                cycles(tasks, move || {
                     let p = p.clone();
-                    cycles(iters, tasks, move || {
-                        let p = p.clone();
-                        async move { drop(p.get().await.unwrap()) }
-                    })
+                    async move { drop(p.get().await.unwrap()) }
                 })
-            });
+                .await
+            }
         }
-        group.finish();
     }
 }
 
-type Pools = (
-    multiloop::Pool,
-    deadpool::managed::Pool<DeadpoolManager>,
-    bb8::Pool<Bb8Manager>,
-);
-
-/// The three pools, each with `conns` connections open and idle.
+/// The pools, each with `conns` connections open and idle.
 async fn pools(addr: SocketAddr, conns: usize) -> Pools {
     let multi = multiloop::Pool::builder(addr)
         .max_size(conns)
         .wait_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let noleak = multiloop::Pool::builder(addr)
+        .max_size(conns)
+        .wait_timeout(Duration::from_secs(30))
+        .leak_threshold(None)
         .build()
         .unwrap();
     let dead = deadpool::managed::Pool::builder(DeadpoolManager(addr))
@@ -130,14 +130,63 @@ async fn pools(addr: SocketAddr, conns: usize) -> Pools {
         .await
         .unwrap();
     // Warm: hold `conns` connections at once, then give them back.
-    let held: Vec<_> = futures_util::future::join_all((0..conns).map(|_| multi.get())).await;
-    drop(held);
-    let held: Vec<_> = futures_util::future::join_all((0..conns).map(|_| dead.get())).await;
-    drop(held);
-    let held: Vec<_> = futures_util::future::join_all((0..conns).map(|_| bb.get())).await;
-    drop(held);
-    (multi, dead, bb)
+    drop(futures_util::future::join_all((0..conns).map(|_| multi.get())).await);
+    drop(futures_util::future::join_all((0..conns).map(|_| noleak.get())).await);
+    drop(futures_util::future::join_all((0..conns).map(|_| dead.get())).await);
+    drop(futures_util::future::join_all((0..conns).map(|_| bb.get())).await);
+    Pools {
+        multi,
+        noleak,
+        dead,
+        bb,
+    }
 }
 
-criterion_group!(benches, checkout);
-criterion_main!(benches);
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it with no flag: one quick
+    // round then, so the bench is checked without taking a minute.
+    let full = std::env::args().any(|a| a == "--bench");
+    let rounds = if full { ROUNDS } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(holding_acceptor());
+    println!(
+        "ns per get+drop, min / median / max of {rounds} interleaved rounds of {CYCLES} cycles"
+    );
+    println!(
+        "{:>5} {:>5}  {:<10} {:>8} {:>8} {:>8}",
+        "conns", "tasks", "pool", "min", "median", "max"
+    );
+    for conns in [8usize, 32] {
+        let set = rt.block_on(pools(addr, conns));
+        for tasks in [1u64, 8, 64, 256] {
+            let mut ns: [Vec<f64>; 4] = Default::default();
+            for round in 0..rounds {
+                for k in 0..NAMES.len() {
+                    let which = (round + k) % NAMES.len();
+                    ns[which].push(rt.block_on(set.run(which, tasks)));
+                }
+            }
+            let mut medians = [0.0; 4];
+            for (which, xs) in ns.iter_mut().enumerate() {
+                let (min, median, max) = stats(xs);
+                medians[which] = median;
+                println!(
+                    "{conns:>5} {tasks:>5}  {:<10} {min:>8.0} {median:>8.0} {max:>8.0}",
+                    NAMES[which]
+                );
+            }
+            println!(
+                "{conns:>5} {tasks:>5}  rates, medians: multiloop {:.2}x deadpool, {:.2}x bb8; \
+                 without the leak registry {:.2}x deadpool, {:.2}x bb8",
+                medians[2] / medians[0],
+                medians[3] / medians[0],
+                medians[2] / medians[1],
+                medians[3] / medians[1],
+            );
+        }
+    }
+}

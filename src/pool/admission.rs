@@ -132,10 +132,11 @@ async fn in_pool<C: Connector>(
     counters.wait.record(waited);
     #[cfg(feature = "metrics")]
     pool.supply.export.waited(waited);
-    // No leak warning, no registry: the checkout skips its lock and the clock.
+    // No leak warning, no registry: the checkout skips its lock. The time taken is the one the
+    // check read (or the connection's making, for a new one), not another read of the clock.
     let checkout = pool
         .leak_threshold
-        .map(|_| pool.checkouts.insert(caller, Instant::now()));
+        .map(|_| pool.checkouts.insert(caller, obj.touched));
     Ok(Conn::new(obj, pool.clone(), checkout, permit))
 }
 

@@ -48,12 +48,11 @@ pub struct Conn<C: Connector> {
     io: Io,
     /// The bulkhead place it holds, released when it drops.
     _limit: Option<LimitPermit>,
-    /// When it was taken, for `db.client.connection.use_time`.
-    #[cfg(feature = "metrics")]
-    taken: Instant,
 }
 
 impl<C: Connector> Conn<C> {
+    /// A connection on loan to `caller`, entered in the leak registry when the pool keeps one
+    /// (the time taken is the one the checkout's check read, or the connection's making).
     pub(crate) fn new(
         obj: Object<Manager<C>>,
         pool: Arc<PoolInner<C>>,
@@ -66,8 +65,6 @@ impl<C: Connector> Conn<C> {
             checkout,
             io: Io::Idle,
             _limit: limit,
-            #[cfg(feature = "metrics")]
-            taken: Instant::now(),
         }
     }
 
@@ -132,9 +129,13 @@ impl<C: Connector> Drop for Conn<C> {
         let Some(slot) = self.obj.as_deref_mut() else {
             return;
         };
+        let now = Instant::now();
         #[cfg(feature = "metrics")]
-        self.pool.supply.export.used(self.taken.elapsed());
-        slot.idle_since = Instant::now();
+        self.pool
+            .supply
+            .export
+            .used(now.saturating_duration_since(slot.touched));
+        slot.touched = now;
         let supply = &self.pool.supply;
         if self.io == Io::Idle && !supply.connector.in_flight(&slot.conn) && !supply.has_waiters()
         {
@@ -199,7 +200,7 @@ async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<Manager<
         .unwrap_or(false);
     if clean && !supply.connector.in_flight(&obj.conn) {
         pool.counters.recovered.fetch_add(1, Ordering::Relaxed);
-        obj.idle_since = Instant::now();
+        obj.touched = Instant::now();
         drop(obj);
     } else {
         obj.set_close_reason(CloseReason::InFlight);

@@ -62,6 +62,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
             slot.set_close_reason(reason);
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
+        slot.touched = now;
         // An idle slot's close reason is `Other`: it changes only on the way to a close.
         if !slot.idle_for(self.check_after_idle, now)
             && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)

@@ -20,8 +20,10 @@ pub(crate) struct Slot<T>(Box<Held<T>>);
 /// What a [`Slot`] holds.
 pub(crate) struct Held<T> {
     pub(crate) conn: T,
-    /// When it was last returned to the pool (or created).
-    pub(crate) idle_since: Instant,
+    /// When it last changed hands: made, checked out or given back. In the pool, the start of
+    /// its idle time; on loan, when it was taken (the leak registry and the use-time metric
+    /// read it, so a checkout reads the clock once).
+    pub(crate) touched: Instant,
     /// When it must close: creation plus the jittered maximum lifetime.
     expires: Option<Instant>,
     /// Why it is being closed, read when it drops. Atomic, not a `Cell`, so that connections
@@ -56,7 +58,7 @@ impl<T> Slot<T> {
         let now = Instant::now();
         Slot(Box::new(Held {
             conn,
-            idle_since: now,
+            touched: now,
             expires: lifetimes.expiry(now),
             close_reason: AtomicU8::new(CloseReason::Other as u8),
             counters,
@@ -85,7 +87,7 @@ impl<T> Slot<T> {
     /// subtraction into a `Duration`: every checkout asks, and this is the cheaper question.
     pub(crate) fn idle_for(&self, d: Duration, now: Instant) -> bool {
         // `now - d` before the clock's origin: nothing has been idle that long.
-        now.checked_sub(d).is_some_and(|cut| self.idle_since <= cut)
+        now.checked_sub(d).is_some_and(|cut| self.touched <= cut)
     }
 }
 
