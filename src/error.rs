@@ -130,13 +130,29 @@ impl fmt::Display for DialErrorKind {
 /// }
 /// # }
 /// ```
+pub struct DialError(Box<Failed>);
+
+/// What a [`DialError`] holds, behind one box: results that carry a `DialError` (a pool's
+/// checkout among them) stay small on their common, successful path.
 #[derive(Debug)]
-pub struct DialError {
+struct Failed {
     kind: DialErrorKind,
     target: Option<SocketAddr>,
     sources: Vec<IpAddr>,
     attempts: u32,
     error: io::Error,
+}
+
+impl fmt::Debug for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialError")
+            .field("kind", &self.0.kind)
+            .field("target", &self.0.target)
+            .field("sources", &self.0.sources)
+            .field("attempts", &self.0.attempts)
+            .field("error", &self.0.error)
+            .finish()
+    }
 }
 
 impl DialError {
@@ -147,13 +163,13 @@ impl DialError {
         attempts: u32,
         error: io::Error,
     ) -> Self {
-        DialError {
+        DialError(Box::new(Failed {
             kind,
             target,
             sources,
             attempts,
             error,
-        }
+        }))
     }
 
     /// A dial that could not start because the dialer could not be built.
@@ -170,65 +186,65 @@ impl DialError {
 
     /// What kind of failure this is.
     pub fn kind(&self) -> DialErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The target address, or `None` when the name did not resolve to any address.
     pub fn target(&self) -> Option<SocketAddr> {
-        self.target
+        self.0.target
     }
 
     /// The source addresses tried, in order. For [`DialErrorKind::PortsExhausted`] without any
     /// attempt, these are the quarantined addresses that left nothing to try.
     pub fn sources(&self) -> &[IpAddr] {
-        &self.sources
+        &self.0.sources
     }
 
     /// How many sockets were tried: 0 when the dial failed before creating one (a mismatch, or
     /// every source quarantined).
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.0.attempts
     }
 
     /// The underlying I/O error of the last attempt.
     pub fn io_error(&self) -> &io::Error {
-        &self.error
+        &self.0.error
     }
 
     /// The `io::ErrorKind` this error maps to when converted into an [`io::Error`].
     fn io_kind(&self) -> io::ErrorKind {
-        match self.kind {
+        match self.0.kind {
             DialErrorKind::PortsExhausted => io::ErrorKind::AddrNotAvailable,
             DialErrorKind::Refused => io::ErrorKind::ConnectionRefused,
             DialErrorKind::Timeout => io::ErrorKind::TimedOut,
             DialErrorKind::Mismatch => io::ErrorKind::InvalidInput,
-            DialErrorKind::FdLimit | DialErrorKind::Io => self.error.kind(),
+            DialErrorKind::FdLimit | DialErrorKind::Io => self.0.error.kind(),
         }
     }
 }
 
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        if let Some(target) = self.target {
+        write!(f, "{}", self.0.kind)?;
+        if let Some(target) = self.0.target {
             write!(f, " dialing {target}")?;
         }
-        if !self.sources.is_empty() {
+        if !self.0.sources.is_empty() {
             f.write_str(" from ")?;
-            for (i, src) in self.sources.iter().enumerate() {
+            for (i, src) in self.0.sources.iter().enumerate() {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
                 write!(f, "{src}")?;
             }
         }
-        match self.attempts {
+        match self.0.attempts {
             0 => {}
             1 => f.write_str(" (1 attempt)")?,
             n => write!(f, " ({n} attempts)")?,
         }
-        write!(f, ": {}", self.error)?;
-        let advice = self.kind.advice();
+        write!(f, ": {}", self.0.error)?;
+        let advice = self.0.kind.advice();
         if !advice.is_empty() {
             write!(f, "; {advice}")?;
         }
@@ -459,15 +475,15 @@ impl DialError {
     /// A copy for callers that fail fast on the same cause. `io::Error` is not `Clone`, so the
     /// copy keeps the OS error number when there is one and the message otherwise.
     pub(crate) fn duplicate(&self) -> DialError {
-        let error = match self.error.raw_os_error() {
+        let error = match self.0.error.raw_os_error() {
             Some(code) => io::Error::from_raw_os_error(code),
-            None => io::Error::new(self.error.kind(), self.error.to_string()),
+            None => io::Error::new(self.0.error.kind(), self.0.error.to_string()),
         };
         DialError::new(
-            self.kind,
-            self.target,
-            self.sources.clone(),
-            self.attempts,
+            self.0.kind,
+            self.0.target,
+            self.0.sources.clone(),
+            self.0.attempts,
             error,
         )
     }
