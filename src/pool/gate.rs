@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 /// A resizable semaphore.
 pub(crate) struct Gate {
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     limit: AtomicUsize,
     /// Permits to retire as they come back, after the limit was lowered while they were out.
     debt: AtomicUsize,
@@ -16,8 +16,10 @@ pub(crate) struct Gate {
 }
 
 /// A permit of a [`Gate`], released on drop (or retired, if the gate shrank meanwhile).
+///
+/// One pointer wide: the semaphore's permit is forgotten when taken and added back on drop, so
+/// a connection carrying a bulkhead's permit stays small.
 pub(crate) struct GatePermit {
-    permit: Option<OwnedSemaphorePermit>,
     gate: Arc<Gate>,
 }
 
@@ -26,7 +28,7 @@ impl Gate {
     /// `Semaphore::MAX_PERMITS`).
     pub(crate) fn new(limit: usize) -> Arc<Gate> {
         Arc::new(Gate {
-            semaphore: Arc::new(Semaphore::new(limit)),
+            semaphore: Semaphore::new(limit),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             resize: Mutex::new(()),
@@ -39,20 +41,16 @@ impl Gate {
 
     /// A permit now, if one is free.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<GatePermit> {
-        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
-        Some(GatePermit {
-            permit: Some(permit),
-            gate: self.clone(),
-        })
+        self.semaphore.try_acquire().ok()?.forget();
+        Some(GatePermit { gate: self.clone() })
     }
 
     /// A permit, once one is free; `None` once the gate is closed.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Option<GatePermit> {
-        let permit = self.semaphore.clone().acquire_owned().await.ok()?;
-        Some(GatePermit {
-            permit: Some(permit),
-            gate: self.clone(),
-        })
+        // Forgotten in the same poll that granted it: no await between, so a cancelled
+        // acquire cannot lose the permit.
+        self.semaphore.acquire().await.ok()?.forget();
+        Some(GatePermit { gate: self.clone() })
     }
 
     /// Wakes every waiter with `None`; no permit is granted after.
@@ -102,10 +100,8 @@ impl Drop for GatePermit {
             .debt
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
             .is_ok();
-        if let Some(permit) = self.permit.take()
-            && retired
-        {
-            permit.forget();
+        if !retired {
+            self.gate.semaphore.add_permits(1);
         }
     }
 }
