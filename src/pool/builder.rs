@@ -206,6 +206,9 @@ impl<C: Connector> PoolBuilder<C> {
             supply: supply.clone(),
             check_timeout: config.check_timeout,
             check_after_idle: config.check_after_idle,
+            fresh_is_not_idle: config
+                .idle_timeout
+                .is_none_or(|t| config.check_after_idle <= t),
         };
         // Most recent first, so that spare connections stay idle and the idle timeout trims
         // them when load drops.

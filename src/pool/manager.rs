@@ -17,6 +17,9 @@ pub(crate) struct Manager<C: Connector> {
     pub(crate) check_timeout: Duration,
     /// Below this idle time, only the connector's peek runs.
     pub(crate) check_after_idle: Duration,
+    /// Whether `check_after_idle` is at most the idle timeout (or there is none), so that a
+    /// connection idle for less than the one is not past the other.
+    pub(crate) fresh_is_not_idle: bool,
 }
 
 impl<C: Connector> Manager<C> {
@@ -58,14 +61,21 @@ impl<C: Connector> managed::Manager for Manager<C> {
         _: &Metrics,
     ) -> RecycleResult<CreateError<C::Error>> {
         let now = Instant::now();
-        if let Some(reason) = slot.stale(&self.supply.lifetimes, now) {
+        let fresh = !slot.idle_for(self.check_after_idle, now);
+        // Idle for less than `check_after_idle` is idle for less than an idle timeout at least
+        // as long: the common checkout asks the clock one question, not two.
+        let stale = if fresh && self.fresh_is_not_idle {
+            slot.expired(now).then_some(CloseReason::Lifetime)
+        } else {
+            slot.stale(&self.supply.lifetimes, now)
+        };
+        if let Some(reason) = stale {
             slot.set_close_reason(reason);
             return Err(RecycleError::message("past its lifetime or idle timeout"));
         }
         slot.touched = now;
         // An idle slot's close reason is `Other`: it changes only on the way to a close.
-        if !slot.idle_for(self.check_after_idle, now)
-            && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
+        if fresh && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
         {
             // Used moments ago: no round trip. The peek cannot be cancelled half way.
             return peeked.map_err(|e| {
