@@ -5,7 +5,7 @@
 use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deadpool::managed::{self, TimeoutType, Timeouts};
 
@@ -121,17 +121,23 @@ async fn in_pool<C: Connector>(
         }
         Err(e) => return Err(fail(pool, convert(e))),
     };
-    let waited = match waited_since {
-        None => Duration::ZERO,
+    match waited_since {
+        None => {
+            counters.wait.record_zero();
+            #[cfg(feature = "metrics")]
+            pool.supply.export.waited(std::time::Duration::ZERO);
+        }
         // Paused while this get waited: the connection goes back, unused.
         Some(_) if pool.paused.load(Ordering::Relaxed) => {
             return Err(fail(pool, PoolError::Paused));
         }
-        Some(t) => t.elapsed(),
-    };
-    counters.wait.record(waited);
-    #[cfg(feature = "metrics")]
-    pool.supply.export.waited(waited);
+        Some(t) => {
+            let waited = t.elapsed();
+            counters.wait.record(waited);
+            #[cfg(feature = "metrics")]
+            pool.supply.export.waited(waited);
+        }
+    }
     // No leak warning, no registry: the checkout skips its lock. The time taken is the one the
     // check read (or the connection's making, for a new one), not another read of the clock.
     let checkout = pool
