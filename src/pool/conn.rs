@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,8 +47,9 @@ pub struct Conn<C: Connector> {
     pool: Arc<PoolInner<C>>,
     checkout: Option<usize>,
     io: Io,
-    /// The bulkhead place it holds, released when it drops.
-    _limit: Option<LimitPermit>,
+    /// The bulkhead place it holds, released when it drops (by `drop`, below: a
+    /// `ManuallyDrop` has no drop glue of its own).
+    limit: ManuallyDrop<Option<LimitPermit>>,
 }
 
 impl<C: Connector> Conn<C> {
@@ -64,7 +66,7 @@ impl<C: Connector> Conn<C> {
             pool,
             checkout,
             io: Io::Idle,
-            _limit: limit,
+            limit: ManuallyDrop::new(limit),
         }
     }
 
@@ -126,23 +128,29 @@ impl<C: Connector> Drop for Conn<C> {
         if let Some(key) = self.checkout {
             self.pool.checkouts.remove(key);
         }
-        let Some(slot) = self.obj.as_deref_mut() else {
-            return;
-        };
-        let now = Instant::now();
-        #[cfg(feature = "metrics")]
-        self.pool
-            .supply
-            .export
-            .used(now.saturating_duration_since(slot.touched));
-        slot.touched = now;
-        let supply = &self.pool.supply;
-        if self.io == Io::Idle && !supply.connector.in_flight(&slot.conn) && !supply.has_waiters()
-        {
-            // Back to deadpool, dropped where it is.
-            self.obj = None;
-        } else {
-            self.give_back();
+        if let Some(slot) = self.obj.as_deref_mut() {
+            let now = Instant::now();
+            #[cfg(feature = "metrics")]
+            self.pool
+                .supply
+                .export
+                .used(now.saturating_duration_since(slot.touched));
+            slot.touched = now;
+            let supply = &self.pool.supply;
+            if self.io == Io::Idle
+                && !supply.connector.in_flight(&slot.conn)
+                && !supply.has_waiters()
+            {
+                // Back to deadpool, dropped where it is.
+                self.obj = None;
+            } else {
+                self.give_back();
+            }
+        }
+        // The bulkhead's place goes last, once the connection is back: the get it lets in
+        // finds it there. Taken here, so that a `Conn` without one drops no field for it.
+        if let Some(permit) = self.limit.take() {
+            drop(permit);
         }
     }
 }
