@@ -77,7 +77,12 @@ impl Pools {
     async fn run(&self, which: usize, tasks: u64) -> f64 {
         match which {
             0 | 1 => {
-                let p = if which == 0 { &self.multi } else { &self.noleak }.clone();
+                let p = if which == 0 {
+                    &self.multi
+                } else {
+                    &self.noleak
+                }
+                .clone();
                 cycles(tasks, move || {
                     let p = p.clone();
                     async move { drop(p.get().await.unwrap()) }
