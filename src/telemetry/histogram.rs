@@ -25,7 +25,6 @@ const OCTAVES: u32 = 40;
 /// A fixed-size, lock-free histogram of durations in microseconds.
 pub(crate) struct Histogram {
     buckets: [AtomicU64; (OCTAVES * SUB) as usize],
-    count: AtomicU64,
     max_us: AtomicU64,
 }
 
@@ -33,7 +32,6 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
         }
     }
@@ -59,7 +57,6 @@ impl Histogram {
     #[inline]
     pub(crate) fn record_zero(&self) {
         self.buckets[0].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record(&self, d: std::time::Duration) {
@@ -69,7 +66,6 @@ impl Histogram {
         }
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
     }
 
