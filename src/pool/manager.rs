@@ -75,8 +75,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
         }
         slot.touched = now;
         // An idle slot's close reason is `Other`: it changes only on the way to a close.
-        if fresh && let Some(peeked) = self.supply.connector.peek(&mut slot.conn)
-        {
+        if fresh && let Some(peeked) = self.supply.connector.peek(&mut slot.conn) {
             // Used moments ago: no round trip. The peek cannot be cancelled half way.
             return peeked.map_err(|e| {
                 slot.set_close_reason(CloseReason::Broken);
