@@ -138,12 +138,13 @@ async fn in_pool<C: Connector>(
             pool.supply.export.waited(waited);
         }
     }
-    // No leak warning, no registry: the checkout skips its lock. The time taken is the one the
-    // check read (or the connection's making, for a new one), not another read of the clock.
-    let checkout = pool
-        .leak_threshold
-        .map(|_| pool.checkouts.insert(caller, obj.touched));
-    Ok(Conn::new(obj, pool.clone(), checkout, permit))
+    // Into the connection's own leak record, when the pool keeps them: a lock no other
+    // connection shares. The time taken is the one the check read (or the connection's
+    // making, for a new one), not another read of the clock.
+    if let Some(loan) = &obj.loan {
+        loan.lend(caller, obj.touched);
+    }
+    Ok(Conn::new(obj, pool.clone(), permit))
 }
 
 /// Counts a failed get in exactly one counter, reports it (rate-limited), and returns it.

@@ -190,6 +190,7 @@ impl<C: Connector> PoolBuilder<C> {
             jitter: config.lifetime_jitter,
             idle_timeout: config.idle_timeout,
         };
+        let checkouts = Arc::new(Checkouts::default());
         let supply = Arc::new(Supply::new(
             dialer,
             target,
@@ -199,6 +200,7 @@ impl<C: Connector> PoolBuilder<C> {
             config.create_timeout,
             config.max_size,
             config.max_concurrent_dials,
+            config.leak_threshold.map(|_| checkouts.clone()),
             #[cfg(feature = "metrics")]
             export,
         ));
@@ -240,7 +242,7 @@ impl<C: Connector> PoolBuilder<C> {
                 warm_up_concurrency: config.warm_up_concurrency,
                 leak_threshold: config.leak_threshold,
                 port_warning: config.port_warning,
-                checkouts: Checkouts::default(),
+                checkouts,
                 reaper_started: AtomicBool::new(false),
                 reporter: Reporter::new(config.report_window),
                 bulkheads: Bulkheads::default(),

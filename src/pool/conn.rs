@@ -45,7 +45,6 @@ enum Io {
 pub struct Conn<C: Connector> {
     obj: Option<Object<Manager<C>>>,
     pool: Arc<PoolInner<C>>,
-    checkout: Option<usize>,
     io: Io,
     /// The bulkhead place it holds, released when it drops (by `drop`, below: a
     /// `ManuallyDrop` has no drop glue of its own).
@@ -53,18 +52,15 @@ pub struct Conn<C: Connector> {
 }
 
 impl<C: Connector> Conn<C> {
-    /// A connection on loan to `caller`, entered in the leak registry when the pool keeps one
-    /// (the time taken is the one the checkout's check read, or the connection's making).
+    /// A connection on loan, holding its bulkhead place if it has one.
     pub(crate) fn new(
         obj: Object<Manager<C>>,
         pool: Arc<PoolInner<C>>,
-        checkout: Option<usize>,
         limit: Option<LimitPermit>,
     ) -> Self {
         Conn {
             obj: Some(obj),
             pool,
-            checkout,
             io: Io::Idle,
             limit: ManuallyDrop::new(limit),
         }
@@ -125,10 +121,10 @@ impl<C: Connector> Drop for Conn<C> {
     /// line.
     #[inline]
     fn drop(&mut self) {
-        if let Some(key) = self.checkout {
-            self.pool.checkouts.remove(key);
-        }
         if let Some(slot) = self.obj.as_deref_mut() {
+            if let Some(loan) = &slot.loan {
+                loan.back();
+            }
             let now = Instant::now();
             #[cfg(feature = "metrics")]
             self.pool

@@ -128,7 +128,8 @@ pub(crate) struct PoolInner<C: Connector> {
     pub(crate) warm_up_concurrency: usize,
     pub(crate) leak_threshold: Option<Duration>,
     pub(crate) port_warning: Option<f64>,
-    pub(crate) checkouts: Checkouts,
+    /// The leak registry, for the reaper; the connections enter it themselves.
+    pub(crate) checkouts: Arc<Checkouts>,
     pub(crate) reaper_started: AtomicBool,
     pub(crate) reporter: Reporter<PoolEvent>,
     pub(crate) bulkheads: Bulkheads,

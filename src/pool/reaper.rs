@@ -149,19 +149,8 @@ fn warn_leaks<C: Connector>(pool: &PoolInner<C>) {
     let Some(threshold) = pool.leak_threshold else {
         return;
     };
-    let now = Instant::now();
-    let mut leaks = Vec::new();
-    {
-        let mut held = pool.checkouts.lock();
-        for (_, c) in held.iter_mut() {
-            let age = now.duration_since(c.taken);
-            if !c.warned && age >= threshold {
-                c.warned = true;
-                leaks.push((c.caller, age));
-            }
-        }
-    }
-    // Logged after the lock is released.
+    let leaks = pool.checkouts.overdue(Instant::now(), threshold);
+    // Logged after the registry's locks are released.
     for (caller, age) in leaks.into_iter().take(16) {
         tracing::warn!(
             pool = %pool.name,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::gate::GatePermit;
+use super::leak::Entry;
 use crate::telemetry::counters::{CloseReason, PoolCounters};
 
 /// A pooled connection and what the pool knows about it.
@@ -32,6 +33,8 @@ pub(crate) struct Held<T> {
     counters: Arc<PoolCounters>,
     /// Its place under the cap on sockets, released when the connection closes.
     _socket: GatePermit,
+    /// Its record in the leak registry, when the pool keeps one.
+    pub(crate) loan: Option<Entry>,
 }
 
 impl<T> Deref for Slot<T> {
@@ -54,6 +57,7 @@ impl<T> Slot<T> {
         lifetimes: &Lifetimes,
         counters: Arc<PoolCounters>,
         socket: GatePermit,
+        loan: Option<Entry>,
     ) -> Slot<T> {
         let now = Instant::now();
         Slot(Box::new(Held {
@@ -63,6 +67,7 @@ impl<T> Slot<T> {
             close_reason: AtomicU8::new(CloseReason::Other as u8),
             counters,
             _socket: socket,
+            loan,
         }))
     }
 

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::gate::{Gate, GatePermit};
 use super::health::{DialTicket, Health};
+use super::leak::Checkouts;
 use super::slot::{Lifetimes, Slot};
 use crate::connector::Connector;
 use crate::dial::{Dialer, Target};
@@ -70,6 +71,8 @@ pub(crate) struct Supply<C: Connector> {
     /// For a host-name target, the address the last dial reached: what the port census
     /// counts towards.
     resolved: Mutex<Option<SocketAddr>>,
+    /// The leak registry each new connection enters, when the pool keeps one.
+    checkouts: Option<Arc<Checkouts>>,
     #[cfg(feature = "metrics")]
     pub(crate) export: Arc<crate::telemetry::export::Export>,
 }
@@ -122,6 +125,7 @@ impl<C: Connector> Supply<C> {
         create_timeout: Duration,
         max_size: usize,
         max_dials: usize,
+        checkouts: Option<Arc<Checkouts>>,
         #[cfg(feature = "metrics")] export: Arc<crate::telemetry::export::Export>,
     ) -> Supply<C> {
         Supply {
@@ -140,6 +144,7 @@ impl<C: Connector> Supply<C> {
             dialing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             resolved: Mutex::new(None),
+            checkouts,
             #[cfg(feature = "metrics")]
             export,
         }
@@ -274,6 +279,7 @@ impl<C: Connector> Supply<C> {
                     &self.lifetimes,
                     self.counters.clone(),
                     socket,
+                    self.checkouts.as_ref().map(|c| c.enter()),
                 ))
             }
             Ok(Err(e)) => Err(e),
