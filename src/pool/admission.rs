@@ -13,7 +13,7 @@ use super::conn::Conn;
 use super::inner::{PoolEvent, PoolInner};
 use super::limit::{Limit, LimitPermit, Refused};
 use super::reaper;
-use super::supply::convert;
+use super::supply::{REAPER_RUNNING, convert};
 use crate::connector::Connector;
 use crate::error::PoolError;
 
@@ -23,7 +23,6 @@ pub(crate) fn plain<'a, C: Connector>(
     pool: &'a Arc<PoolInner<C>>,
     caller: &'static Location<'static>,
 ) -> impl Future<Output = Result<Conn<C>, PoolError<C::Error>>> + Send + 'a {
-    reaper::start(pool);
     in_pool(pool, caller, None, None)
 }
 
@@ -33,7 +32,6 @@ pub(crate) async fn get<C: Connector>(
     caller: &'static Location<'static>,
     bulkhead: Option<&Arc<Limit>>,
 ) -> Result<Conn<C>, PoolError<C::Error>> {
-    reaper::start(pool);
     // A plain get reads no clock until it has to wait; a bulkhead's get starts its one
     // deadline here, as the bulkhead's stage may wait.
     let mut deadline = None;
@@ -80,9 +78,11 @@ async fn in_pool<C: Connector>(
 ) -> Result<Conn<C>, PoolError<C::Error>> {
     let counters = &pool.counters;
     counters.gets.fetch_add(1, Ordering::Relaxed);
-    // A closed pool needs no check of its own here: deadpool refuses the get as closed, and it
-    // is counted and reported as such below.
-    if pool.paused.load(Ordering::Relaxed) {
+    // The pool's upkeep and its paused flag in one load: in the steady state (the reaper
+    // running, nothing to close, not paused) nothing else to do. A closed pool needs no check
+    // of its own here: deadpool refuses the get as closed, counted and reported below.
+    let seen = pool.supply.upkeep.load(Ordering::Acquire);
+    if seen != REAPER_RUNNING && reaper::attend(pool, seen) {
         return Err(fail(pool, PoolError::Paused));
     }
     // The time to a connection is measured from the first time the get has to wait: a get
@@ -128,7 +128,7 @@ async fn in_pool<C: Connector>(
             pool.supply.export.waited(std::time::Duration::ZERO);
         }
         // Paused while this get waited: the connection goes back, unused.
-        Some(_) if pool.paused.load(Ordering::Relaxed) => {
+        Some(_) if pool.supply.paused() => {
             return Err(fail(pool, PoolError::Paused));
         }
         Some(t) => {

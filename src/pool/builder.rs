@@ -4,7 +4,7 @@
 use std::fmt;
 #[cfg(unix)]
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -233,7 +233,6 @@ impl<C: Connector> PoolBuilder<C> {
                     recycle: None,
                 },
                 check_timeout: config.check_timeout,
-                paused: AtomicBool::new(false),
                 waiters: AtomicUsize::new(0),
                 max_waiters: AtomicUsize::new(config.max_waiters),
                 max_size: AtomicUsize::new(config.max_size),
@@ -243,7 +242,6 @@ impl<C: Connector> PoolBuilder<C> {
                 leak_threshold: config.leak_threshold,
                 port_warning: config.port_warning,
                 checkouts,
-                reaper_started: AtomicBool::new(false),
                 reporter: Reporter::new(config.report_window),
                 bulkheads: Bulkheads::default(),
                 resizing: Mutex::new(()),

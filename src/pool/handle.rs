@@ -42,7 +42,15 @@ use crate::telemetry::counters::PoolStats;
 /// Besides the reaper, a pool spawns short tasks, each bounded: a dial task per new connection
 /// (at most `max_concurrent_dials` at once, each under the create timeout) and a recovery task
 /// per connection given back mid-request (at most `max_size`, each under the check timeout).
-/// The redis connector adds one driver task per connection, which ends with it.
+/// Each open connection has a small waiting task on the runtime that made it, which ends with
+/// the connection. The redis connector adds one driver task per connection, which ends with it.
+///
+/// **Runtimes.** A connection's I/O belongs to the tokio runtime that made it (the one of the
+/// `get` that dialed it). A pool may outlive that runtime (a pool in a `static` shared by tests
+/// that each build a runtime, or one warmed up on a start-up runtime): the next `get` closes the
+/// connections made there (counted as `broken`) before any is handed out, and starts the reaper
+/// again if it ran there. A `get` racing with a runtime's shutdown on another runtime may
+/// still receive such a connection; its first read or write then fails.
 ///
 /// `Pool` is cheap to clone; clones share everything.
 ///
@@ -142,7 +150,7 @@ impl<C: Connector> Pool<C> {
             dialing: inner.supply.dialing(),
             waiting: inner.waiters.load(Ordering::Relaxed),
             max_waiters: inner.max_waiters.load(Ordering::Relaxed),
-            paused: inner.paused.load(Ordering::Relaxed),
+            paused: inner.supply.paused(),
             closed: inner.pool.is_closed(),
         }
     }
@@ -227,12 +235,12 @@ impl<C: Connector> Pool<C> {
     /// [`PoolError::Paused`] (gets already waiting fail when they would have been served), and
     /// connections in use finish their work and come back as usual.
     pub fn pause(&self) {
-        self.inner.paused.store(true, Ordering::Relaxed);
+        self.inner.supply.set_paused(true);
     }
 
     /// Turns a paused pool back on.
     pub fn resume(&self) {
-        self.inner.paused.store(false, Ordering::Relaxed);
+        self.inner.supply.set_paused(false);
     }
 
     /// Closes the pool: idle connections close now, in-use ones when they come back, dials in

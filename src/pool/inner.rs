@@ -1,7 +1,7 @@
 //! What a pool's handles share: deadpool's pool, the supply, the switches, the counters and the
 //! reporter with the pool's event kinds.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,7 +117,6 @@ pub(crate) struct PoolInner<C: Connector> {
     /// queue), the create timeout on a dial. Built once; the common checkout copies nothing.
     pub(crate) first_try: managed::Timeouts,
     pub(crate) check_timeout: Duration,
-    pub(crate) paused: AtomicBool,
     pub(crate) waiters: AtomicUsize,
     pub(crate) max_waiters: AtomicUsize,
     /// The cap as last set, readable without deadpool's lock.
@@ -130,7 +129,6 @@ pub(crate) struct PoolInner<C: Connector> {
     pub(crate) port_warning: Option<f64>,
     /// The leak registry, for the reaper; the connections enter it themselves.
     pub(crate) checkouts: Arc<Checkouts>,
-    pub(crate) reaper_started: AtomicBool,
     pub(crate) reporter: Reporter<PoolEvent>,
     pub(crate) bulkheads: Bulkheads,
     /// Serializes `resize` calls, so deadpool's cap and the socket cap move together.

@@ -8,8 +8,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::inner::{PoolEvent, PoolInner};
+use super::slot::Slot;
+use super::supply::{PAUSED, REAPER_RUNNING, RUNTIME_GONE};
 use super::warm;
 use crate::connector::Connector;
+use crate::telemetry::counters::CloseReason;
 use crate::telemetry::ports;
 use crate::telemetry::report::ReportKind;
 
@@ -44,26 +47,53 @@ fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
     }
 }
 
-/// Starts the reaper once, on the first `get` or warm-up. Without a runtime it does not start,
-/// and the next call tries again. Inlined: every checkout calls it, and after the first it is
-/// one load.
-#[inline]
+/// Starts the reaper if it is not running, and closes the connections made on a runtime
+/// that has shut down: for a warm-up. A `get` reads the state itself, with its paused flag.
 pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
-    if !pool.reaper_started.load(Ordering::Relaxed) {
-        start_once(pool);
+    let seen = pool.supply.upkeep.load(Ordering::Acquire);
+    if seen != REAPER_RUNNING {
+        attend(pool, seen);
     }
 }
 
+/// Sees to what `seen` (the pool's upkeep state, not the steady one) asks: closes the
+/// connections made on a runtime that has shut down (before any is handed out), starts the
+/// reaper once (again after its runtime shut down; without a runtime it does not start, and
+/// the next call tries again). Returns whether the pool is paused.
 #[cold]
-fn start_once<C: Connector>(pool: &Arc<PoolInner<C>>) {
-    if pool.reaper_started.swap(true, Ordering::Relaxed) {
-        return;
+#[inline(never)]
+pub(crate) fn attend<C: Connector>(pool: &Arc<PoolInner<C>>, seen: u8) -> bool {
+    let upkeep = &pool.supply.upkeep;
+    if seen & RUNTIME_GONE != 0
+        && upkeep.fetch_and(!RUNTIME_GONE, Ordering::AcqRel) & RUNTIME_GONE != 0
+    {
+        close_orphans(pool);
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        pool.reaper_started.store(false, Ordering::Relaxed);
-        return;
+    if seen & REAPER_RUNNING == 0
+        && upkeep.fetch_or(REAPER_RUNNING, Ordering::AcqRel) & REAPER_RUNNING == 0
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => spawn(runtime, Arc::downgrade(pool)),
+            Err(_) => {
+                upkeep.fetch_and(!REAPER_RUNNING, Ordering::AcqRel);
+            }
+        }
+    }
+    seen & PAUSED != 0
+}
+
+/// Closes the idle connections made on a runtime that has shut down (their I/O would fail),
+/// counted as broken.
+fn close_orphans<C: Connector>(pool: &PoolInner<C>) {
+    let mut orphan = |slot: &Slot<C::Conn>| {
+        let gone = slot.runtime_gone();
+        if gone {
+            slot.set_close_reason(CloseReason::Broken);
+        }
+        gone
     };
-    spawn(runtime, Arc::downgrade(pool));
+    pool.supply.retain_stash(&mut orphan);
+    drop(pool.pool.retain(|slot, _| !orphan(slot)));
 }
 
 fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>) {
@@ -112,7 +142,9 @@ impl<C: Connector> Drop for Restart<C> {
         if let Some(pool) = self.0.upgrade()
             && !pool.pool.is_closed()
         {
-            pool.reaper_started.store(false, Ordering::Relaxed);
+            pool.supply
+                .upkeep
+                .fetch_and(!REAPER_RUNNING, Ordering::AcqRel);
         }
     }
 }
@@ -125,8 +157,13 @@ fn reap<C: Connector>(pool: &PoolInner<C>) {
     let now = Instant::now();
     let size = pool.pool.status().size + pool.supply.stashed();
     let mut above_min = size.saturating_sub(pool.min_idle);
-    let mut close = |slot: &super::slot::Slot<C::Conn>| match slot.stale(&lifetimes, now) {
-        Some(reason @ crate::telemetry::counters::CloseReason::Lifetime) => {
+    let mut close = |slot: &Slot<C::Conn>| match slot.stale(&lifetimes, now) {
+        _ if slot.runtime_gone() => {
+            slot.set_close_reason(CloseReason::Broken);
+            above_min = above_min.saturating_sub(1);
+            true
+        }
+        Some(reason @ CloseReason::Lifetime) => {
             slot.set_close_reason(reason);
             above_min = above_min.saturating_sub(1);
             true

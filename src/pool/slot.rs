@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::gate::GatePermit;
 use super::leak::Entry;
 use crate::telemetry::counters::{CloseReason, PoolCounters};
+use tokio::sync::Notify;
 
 /// A pooled connection and what the pool knows about it.
 ///
@@ -35,6 +36,11 @@ pub(crate) struct Held<T> {
     _socket: GatePermit,
     /// Its record in the leak registry, when the pool keeps one.
     pub(crate) loan: Option<Entry>,
+    /// Shared with a task on the runtime whose I/O driver the connection is registered with.
+    /// The task waits for the connection to close (notified when it drops) and ends with the
+    /// runtime: alone in holding this, the connection's I/O can only fail ("a Tokio 1.x
+    /// context was found, but it is being shutdown").
+    sentinel: Arc<Notify>,
 }
 
 impl<T> Deref for Slot<T> {
@@ -58,6 +64,7 @@ impl<T> Slot<T> {
         counters: Arc<PoolCounters>,
         socket: GatePermit,
         loan: Option<Entry>,
+        sentinel: Arc<Notify>,
     ) -> Slot<T> {
         let now = Instant::now();
         Slot(Box::new(Held {
@@ -68,11 +75,18 @@ impl<T> Slot<T> {
             counters,
             _socket: socket,
             loan,
+            sentinel,
         }))
     }
 
     pub(crate) fn set_close_reason(&self, reason: CloseReason) {
         self.0.close_reason.store(reason as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the runtime it was made on has shut down: its I/O would fail, so it is closed,
+    /// counted as broken, instead of being handed out.
+    pub(crate) fn runtime_gone(&self) -> bool {
+        Arc::strong_count(&self.0.sentinel) == 1
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {
@@ -97,7 +111,12 @@ impl<T> Slot<T> {
 }
 
 impl<T> Drop for Slot<T> {
+    // A connection closes rarely; out of line, its drop keeps deadpool's checkout and return
+    // paths, where the compiler would otherwise inline it, short.
+    #[cold]
+    #[inline(never)]
     fn drop(&mut self) {
+        self.0.sentinel.notify_one();
         let reason = CloseReason::from_u8(self.0.close_reason.load(Ordering::Relaxed));
         self.0.counters.closed(reason);
     }

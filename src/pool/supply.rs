@@ -16,8 +16,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
@@ -31,7 +31,7 @@ use crate::dial::{Dialer, Target};
 use deadpool::managed::{self, TimeoutType};
 
 use crate::error::{DialError, DialErrorKind, PoolError, TimeoutKind};
-use crate::telemetry::counters::PoolCounters;
+use crate::telemetry::counters::{CloseReason, PoolCounters};
 
 /// What creating a connection fails with.
 #[derive(Debug)]
@@ -73,8 +73,57 @@ pub(crate) struct Supply<C: Connector> {
     resolved: Mutex<Option<SocketAddr>>,
     /// The leak registry each new connection enters, when the pool keeps one.
     checkouts: Option<Arc<Checkouts>>,
+    /// The pool's state as every `get` reads it, in one load: `REAPER_RUNNING` alone is the
+    /// steady state. Otherwise the get sees to it first: `REAPER_RUNNING` clear (start the
+    /// reaper), `RUNTIME_GONE` (close the connections whose runtime has shut down), `PAUSED`
+    /// (fail). The reaper's start, the sentinels, `pause` and `resume` write it.
+    pub(crate) upkeep: AtomicU8,
     #[cfg(feature = "metrics")]
     pub(crate) export: Arc<crate::telemetry::export::Export>,
+}
+
+/// Bits of [`Supply::upkeep`]: the reaper runs.
+pub(crate) const REAPER_RUNNING: u8 = 1;
+/// Bits of [`Supply::upkeep`]: a runtime that connections were made on has shut down.
+pub(crate) const RUNTIME_GONE: u8 = 2;
+/// Bits of [`Supply::upkeep`]: the pool is paused.
+pub(crate) const PAUSED: u8 = 4;
+
+/// Flags a runtime's shutdown to the pool when dropped armed.
+struct Watch<C: Connector> {
+    supply: Weak<Supply<C>>,
+    armed: bool,
+}
+
+impl<C: Connector> Drop for Watch<C> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(supply) = self.supply.upgrade()
+        {
+            supply.upkeep.fetch_or(RUNTIME_GONE, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A sentinel for a connection made on this runtime (see `Slot::runtime_gone`): a task that
+/// holds it until the connection closes. If the runtime shuts down first, the task is
+/// dropped mid-wait, and it flags that in `upkeep`, so that the next `get` closes the
+/// connections made there before any is handed out.
+fn sentinel<C: Connector>(supply: &Arc<Supply<C>>) -> Arc<Notify> {
+    let sentinel = Arc::new(Notify::new());
+    let held = sentinel.clone();
+    let watch = Watch {
+        supply: Arc::downgrade(supply),
+        armed: true,
+    };
+    tokio::spawn(async move {
+        // The whole guard moves into the task, not just its flag.
+        let mut watch = watch;
+        held.notified().await;
+        // The connection closed: nothing to flag.
+        watch.armed = false;
+    });
+    sentinel
 }
 
 /// How many are in a counter while a guard lives.
@@ -145,6 +194,7 @@ impl<C: Connector> Supply<C> {
             closed: AtomicBool::new(false),
             resolved: Mutex::new(None),
             checkouts,
+            upkeep: AtomicU8::new(0),
             #[cfg(feature = "metrics")]
             export,
         }
@@ -165,8 +215,15 @@ impl<C: Connector> Supply<C> {
         self.arrived.notify_waiters();
     }
 
+    /// A stashed connection, if one is; one whose runtime has shut down closes instead.
     fn take_stashed(&self) -> Option<Slot<C::Conn>> {
-        self.lock().pop()
+        loop {
+            let slot = self.lock().pop()?;
+            if !slot.runtime_gone() {
+                return Some(slot);
+            }
+            slot.set_close_reason(CloseReason::Broken);
+        }
     }
 
     /// Connections in the stash now.
@@ -190,6 +247,20 @@ impl<C: Connector> Supply<C> {
     /// Dial tasks running now.
     pub(crate) fn dialing(&self) -> usize {
         self.dialing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pool is paused.
+    pub(crate) fn paused(&self) -> bool {
+        self.upkeep.load(Ordering::Acquire) & PAUSED != 0
+    }
+
+    /// Pauses or resumes the pool.
+    pub(crate) fn set_paused(&self, paused: bool) {
+        if paused {
+            self.upkeep.fetch_or(PAUSED, Ordering::AcqRel);
+        } else {
+            self.upkeep.fetch_and(!PAUSED, Ordering::AcqRel);
+        }
     }
 
     /// Whether a `create` is waiting, so that a connection given back should go to it.
@@ -280,6 +351,7 @@ impl<C: Connector> Supply<C> {
                     self.counters.clone(),
                     socket,
                     self.checkouts.as_ref().map(|c| c.enter()),
+                    sentinel(&self),
                 ))
             }
             Ok(Err(e)) => Err(e),

@@ -180,7 +180,8 @@ pub struct PoolStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClosedCounts {
-    /// Failed its check (peer closed, unread bytes) or was discarded by its user.
+    /// Failed its check (peer closed, unread bytes), was discarded by its user, or was made on
+    /// a runtime that has shut down.
     pub broken: u64,
     /// Given back with a request in flight (its user timed out or was cancelled mid-request)
     /// and not made clean again: the connector cannot recover it, or recovery failed.
