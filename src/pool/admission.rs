@@ -32,6 +32,9 @@ pub(crate) async fn get<C: Connector>(
     caller: &'static Location<'static>,
     bulkhead: Option<&Arc<Limit>>,
 ) -> Result<Conn<C>, PoolError<C::Error>> {
+    // Before the bulkhead's stage, so that a pool whose every get a bulkhead refuses still
+    // has its reaper (its error summaries, its port census).
+    reaper::start(pool);
     // A plain get reads no clock until it has to wait; a bulkhead's get starts its one
     // deadline here, as the bulkhead's stage may wait.
     let mut deadline = None;

@@ -48,7 +48,9 @@ fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
 }
 
 /// Starts the reaper if it is not running, and closes the connections made on a runtime
-/// that has shut down: for a warm-up. A `get` reads the state itself, with its paused flag.
+/// that has shut down: for a warm-up and a bulkhead's get. The pool's stage of every `get`
+/// reads the state itself, with its paused flag.
+#[inline]
 pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
     let seen = pool.supply.upkeep.load(Ordering::Acquire);
     if seen != REAPER_RUNNING {
