@@ -87,15 +87,8 @@ pub(crate) fn attend<C: Connector>(pool: &Arc<PoolInner<C>>, seen: u8) -> bool {
 /// Closes the idle connections made on a runtime that has shut down (their I/O would fail),
 /// counted as broken.
 fn close_orphans<C: Connector>(pool: &PoolInner<C>) {
-    let mut orphan = |slot: &Slot<C::Conn>| {
-        let gone = slot.runtime_gone();
-        if gone {
-            slot.set_close_reason(CloseReason::Broken);
-        }
-        gone
-    };
-    pool.supply.retain_stash(&mut orphan);
-    drop(pool.pool.retain(|slot, _| !orphan(slot)));
+    pool.supply.retain_stash(Slot::orphaned);
+    drop(pool.pool.retain(|slot, _| !slot.orphaned()));
 }
 
 fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>) {
@@ -160,8 +153,7 @@ fn reap<C: Connector>(pool: &PoolInner<C>) {
     let size = pool.pool.status().size + pool.supply.stashed();
     let mut above_min = size.saturating_sub(pool.min_idle);
     let mut close = |slot: &Slot<C::Conn>| match slot.stale(&lifetimes, now) {
-        _ if slot.runtime_gone() => {
-            slot.set_close_reason(CloseReason::Broken);
+        _ if slot.orphaned() => {
             above_min = above_min.saturating_sub(1);
             true
         }

@@ -83,10 +83,14 @@ impl<T> Slot<T> {
         self.0.close_reason.store(reason as u8, Ordering::Relaxed);
     }
 
-    /// Whether the runtime it was made on has shut down: its I/O would fail, so it is closed,
-    /// counted as broken, instead of being handed out.
-    pub(crate) fn runtime_gone(&self) -> bool {
-        Arc::strong_count(&self.0.sentinel) == 1
+    /// Whether the runtime it was made on has shut down: its I/O would fail, so it must close
+    /// instead of being handed out. If so, marks it to be counted as broken when it drops.
+    pub(crate) fn orphaned(&self) -> bool {
+        let gone = Arc::strong_count(&self.0.sentinel) == 1;
+        if gone {
+            self.set_close_reason(CloseReason::Broken);
+        }
+        gone
     }
 
     pub(crate) fn expired(&self, now: Instant) -> bool {

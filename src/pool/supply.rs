@@ -31,7 +31,7 @@ use crate::dial::{Dialer, Target};
 use deadpool::managed::{self, TimeoutType};
 
 use crate::error::{DialError, DialErrorKind, PoolError, TimeoutKind};
-use crate::telemetry::counters::{CloseReason, PoolCounters};
+use crate::telemetry::counters::PoolCounters;
 
 /// What creating a connection fails with.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ impl<C: Connector> Drop for Watch<C> {
     }
 }
 
-/// A sentinel for a connection made on this runtime (see `Slot::runtime_gone`): a task that
+/// A sentinel for a connection made on this runtime (see `Slot::orphaned`): a task that
 /// holds it until the connection closes. If the runtime shuts down first, the task is
 /// dropped mid-wait, and it flags that in `upkeep`, so that the next `get` closes the
 /// connections made there before any is handed out.
@@ -219,10 +219,9 @@ impl<C: Connector> Supply<C> {
     fn take_stashed(&self) -> Option<Slot<C::Conn>> {
         loop {
             let slot = self.lock().pop()?;
-            if !slot.runtime_gone() {
+            if !slot.orphaned() {
                 return Some(slot);
             }
-            slot.set_close_reason(CloseReason::Broken);
         }
     }
 
