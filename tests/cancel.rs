@@ -413,3 +413,128 @@ async fn a_write_without_a_reply_is_kept_when_marked_idle() {
     .await;
     assert_eq!(pool.stats().created, 1, "the marked connection was reused");
 }
+
+/// The usual peek, and a check that is a round trip: it writes a line and waits for a byte. Against
+/// `Reply::Silent` the check never finishes.
+#[derive(Clone)]
+struct RoundTripCheck;
+
+impl Connector for RoundTripCheck {
+    type Conn = Stream;
+    type Error = std::io::Error;
+
+    async fn connect(&self, stream: Stream) -> std::io::Result<Stream> {
+        Ok(stream)
+    }
+
+    async fn check(&self, conn: &mut Stream) -> std::io::Result<()> {
+        conn.write_all(b"ping\n").await?;
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).await?;
+        Ok(())
+    }
+
+    fn peek(&self, conn: &mut Stream) -> Option<std::io::Result<()>> {
+        multiloop::Raw.peek(conn)
+    }
+}
+
+/// A pool of one connection to a server that never answers, whose every checkout of an idle
+/// connection owes the round-trip check; its one connection made and given back.
+async fn one_idle_connection_owing_a_check(
+    server: &Counting,
+    check_timeout: Duration,
+) -> Pool<RoundTripCheck> {
+    let pool = Pool::builder(server.addr)
+        .connector(RoundTripCheck)
+        .max_size(1)
+        .check_after_idle(Duration::ZERO)
+        .check_timeout(check_timeout)
+        .build()
+        .unwrap();
+    // Just made: handed out without a check.
+    drop(pool.get().await.unwrap());
+    eventually("the first connection accepted", || {
+        server.seen.accepted() == 1
+    })
+    .await;
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cancelled_during_the_idle_check_closes_the_connection_it_was_checking() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = one_idle_connection_owing_a_check(&server, Duration::from_secs(30)).await;
+    // The check has written its line and waits for a reply that never comes; the caller gives
+    // up first.
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), pool.get()).await;
+    assert!(gave_up.is_err(), "the check cannot have finished");
+    // The connection it was checking, mid round trip, is closed, not given to the next caller.
+    eventually("the half-checked connection closed at the server", || {
+        server.seen.open() == 0
+    })
+    .await;
+    assert_eq!(pool.status().size, 0);
+    assert_eq!(pool.stats().closed.broken, 1);
+    // The next get dials a new one (just made, so not checked).
+    drop(pool.get().await.unwrap());
+    eventually("a second connection accepted", || {
+        server.seen.accepted() == 2
+    })
+    .await;
+    assert_eq!(server.seen.open(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_failing_its_idle_check_is_replaced_within_the_same_get() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = one_idle_connection_owing_a_check(&server, Duration::from_millis(50)).await;
+    // Its check times out; the get closes it and dials another instead of failing.
+    let conn = pool
+        .get()
+        .await
+        .expect("a failed check is not the caller's error");
+    eventually("a second connection accepted", || {
+        server.seen.accepted() == 2
+    })
+    .await;
+    eventually("the failed connection closed at the server", || {
+        server.seen.open() == 1
+    })
+    .await;
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.closed.broken, stats.create_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_past_the_idle_timeout_closes_at_checkout_unchecked() {
+    let server = Counting::start(Reply::Silent).await;
+    let pool = Pool::builder(server.addr)
+        .connector(RoundTripCheck)
+        .max_size(1)
+        .idle_timeout(Some(Duration::from_millis(50)))
+        .check_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Past the idle timeout: closed as idle at once, without the round trip it would owe (the
+    // server never answers, so a check would hold the get for the check timeout).
+    let started = Instant::now();
+    let conn = tokio::time::timeout(Duration::from_secs(10), pool.get())
+        .await
+        .expect("no check for a connection about to close")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    eventually("a second connection accepted", || {
+        server.seen.accepted() == 2
+    })
+    .await;
+    assert_eq!(pool.stats().closed.idle, 1);
+    drop(conn);
+}

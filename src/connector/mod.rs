@@ -63,7 +63,9 @@ pub trait Connector: Send + Sync + 'static {
     /// Checks a connection idle for at least
     /// [`check_after_idle`](crate::PoolConfig::check_after_idle) before the pool hands it out
     /// again; it may take a round trip (redis sends `PING`). A failure closes it, and the pool
-    /// takes another idle connection or dials a new one.
+    /// takes another idle connection or dials a new one. A get that sees more than `max_size`
+    /// checks fail returns the last one's error: [`PoolError::Backend`](crate::PoolError::Backend),
+    /// or a [`Check`](crate::TimeoutKind::Check) timeout.
     ///
     /// # Errors
     ///

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use deadpool::managed::{self, TimeoutType, Timeouts};
+use deadpool::managed::{self, Object, TimeoutType, Timeouts};
 
 use super::conn::Conn;
 use super::inner::{PoolEvent, PoolInner};
 use super::limit::{Limit, LimitPermit, Refused};
+use super::manager::Verdict;
 use super::reaper;
 use super::supply::{REAPER_RUNNING, convert};
 use crate::connector::Connector;
@@ -91,38 +92,74 @@ async fn in_pool<C: Connector>(
     // The time to a connection is measured from the first time the get has to wait: a get
     // served on its first poll (most of them) reads no clock and counts as no wait.
     let mut waited_since: Option<Instant> = None;
-    let first = {
-        let mut get = std::pin::pin!(pool.pool.timeout_get(&pool.first_try));
-        std::future::poll_fn(|cx| {
-            let poll = get.as_mut().poll(cx);
-            if poll.is_pending() && waited_since.is_none() {
-                waited_since = Some(Instant::now());
-            }
-            poll
-        })
-        .await
-    };
-    let obj = match first {
-        Ok(obj) => obj,
-        Err(managed::PoolError::Timeout(TimeoutType::Wait)) if !pool.wait_timeout.is_zero() => {
-            // Busy: join the bounded queue, or fail at once.
-            let max = pool.max_waiters.load(Ordering::Relaxed);
-            let Some(_waiter) = WaitSlot::join(&pool.waiters, max) else {
-                return Err(fail(pool, PoolError::Saturated));
-            };
-            counters.waited.fetch_add(1, Ordering::Relaxed);
-            let now = *waited_since.get_or_insert_with(Instant::now);
-            let deadline = deadline.unwrap_or_else(|| now + pool.wait_timeout);
-            let timeouts = Timeouts {
-                wait: Some(deadline.saturating_duration_since(now)),
-                ..pool.first_try
-            };
-            pool.pool
-                .timeout_get(&timeouts)
+    // Its place in the bounded queue and its deadline, once it has had to join.
+    let mut queued: Option<(WaitSlot<'_>, Instant)> = None;
+    let mut failed_checks = 0;
+    let obj = loop {
+        let got = match &queued {
+            None => {
+                let mut get = std::pin::pin!(pool.pool.timeout_get(&pool.first_try));
+                std::future::poll_fn(|cx| {
+                    let poll = get.as_mut().poll(cx);
+                    if poll.is_pending() && waited_since.is_none() {
+                        waited_since = Some(Instant::now());
+                    }
+                    poll
+                })
                 .await
-                .map_err(|e| fail(pool, convert(e)))?
+            }
+            Some((_, deadline)) => {
+                let timeouts = Timeouts {
+                    wait: Some(deadline.saturating_duration_since(Instant::now())),
+                    ..pool.first_try
+                };
+                pool.pool.timeout_get(&timeouts).await
+            }
+        };
+        let mut obj = match got {
+            Ok(obj) => obj,
+            Err(managed::PoolError::Timeout(TimeoutType::Wait))
+                if queued.is_none() && !pool.wait_timeout.is_zero() =>
+            {
+                // Busy: join the bounded queue, or fail at once.
+                let max = pool.max_waiters.load(Ordering::Relaxed);
+                let Some(waiter) = WaitSlot::join(&pool.waiters, max) else {
+                    return Err(fail(pool, PoolError::Saturated));
+                };
+                counters.waited.fetch_add(1, Ordering::Relaxed);
+                let now = *waited_since.get_or_insert_with(Instant::now);
+                queued = Some((waiter, deadline.unwrap_or(now + pool.wait_timeout)));
+                continue;
+            }
+            Err(e) => return Err(fail(pool, convert(e))),
+        };
+        // Recycled (not just made): the idle decisions, on the time deadpool read for it.
+        if let Some(now) = Object::metrics(&obj).recycled {
+            let manager = pool.pool.manager();
+            match manager.settle(&mut obj, now) {
+                Verdict::Ready => {}
+                // Past its lifetime or idle timeout: closed, and the next one, or a new one.
+                Verdict::Stale => {
+                    drop(Object::take(obj));
+                    continue;
+                }
+                Verdict::Check => {
+                    match Box::pin(manager.check_idle(obj, now, &mut waited_since)).await {
+                        Ok(obj) => break obj,
+                        // Closed; as deadpool does with a connection that fails its recycle,
+                        // the get takes another, a bounded number of times.
+                        Err(e) if failed_checks >= pool.max_size.load(Ordering::Relaxed) => {
+                            return Err(fail(pool, e));
+                        }
+                        Err(_) => {
+                            failed_checks += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
         }
-        Err(e) => return Err(fail(pool, convert(e))),
+        break obj;
     };
     match waited_since {
         None => {

@@ -9,7 +9,8 @@
 //! - `reaper` and `warm`: the pool's background work;
 //! - `conn`: [`Conn`], which knows whether a request is in flight when it comes back;
 //! - `inner`: what the handles share, and the pool's report kinds;
-//! - `manager`: deadpool's `create` and `recycle`;
+//! - `manager`: deadpool's `create` and `recycle`, and the idle decisions admission takes on
+//!   the time deadpool reads at checkout;
 //! - `supply`: the socket cap, the dial tasks and the stash of connections whose caller left;
 //! - `health`, `slot`, `limit`, `gate`, `leak`: the small pieces below.
 

@@ -28,6 +28,9 @@ pub(crate) struct Held<T> {
     pub(crate) touched: Instant,
     /// When it must close: creation plus the jittered maximum lifetime.
     expires: Option<Instant>,
+    /// Whether its last checkout's recycle only peeked at it (the connector has a peek), so
+    /// that a checkout finding it idle past `check_after_idle` still owes it the full check.
+    pub(crate) peeked: bool,
     /// Why it is being closed, read when it drops. Atomic, not a `Cell`, so that connections
     /// stay `Sync`.
     close_reason: AtomicU8,
@@ -71,6 +74,7 @@ impl<T> Slot<T> {
             conn,
             touched: now,
             expires: lifetimes.expiry(now),
+            peeked: false,
             close_reason: AtomicU8::new(CloseReason::Other as u8),
             counters,
             _socket: socket,
