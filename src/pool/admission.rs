@@ -138,7 +138,9 @@ async fn in_pool<C: Connector>(
             let manager = pool.pool.manager();
             match manager.settle(&mut obj, now) {
                 Verdict::Ready => {}
-                // Past its lifetime or idle timeout: closed, and the next one, or a new one.
+                // Past its lifetime or idle timeout: closed, and the next one, or a new one. As
+                // many times as the pool holds stale connections, no more: each closes for good,
+                // and a new one is not recycled.
                 Verdict::Stale => {
                     drop(Object::take(obj));
                     continue;

@@ -18,7 +18,7 @@ use crate::telemetry::counters::CloseReason;
 
 pub(crate) struct Manager<C: Connector> {
     pub(crate) supply: Arc<Supply<C>>,
-    /// Applied by `recycle` itself, only to checks that do not finish at once.
+    /// Applied by the full check itself, only to checks that do not finish at once.
     pub(crate) check_timeout: Duration,
     /// Below this idle time, only the connector's peek runs.
     pub(crate) check_after_idle: Duration,
