@@ -439,23 +439,28 @@ impl Connector for RoundTripCheck {
     }
 }
 
-/// A pool of one connection to a server that never answers, whose every checkout of an idle
-/// connection owes the round-trip check; its one connection made and given back.
-async fn one_idle_connection_owing_a_check(
+/// A pool of `size` connections to a server that never answers, whose every checkout of an
+/// idle connection owes the round-trip check; all of them made and given back.
+async fn idle_connections_owing_a_check(
     server: &Counting,
+    size: usize,
     check_timeout: Duration,
 ) -> Pool<RoundTripCheck> {
     let pool = Pool::builder(server.addr)
         .connector(RoundTripCheck)
-        .max_size(1)
+        .max_size(size)
         .check_after_idle(Duration::ZERO)
         .check_timeout(check_timeout)
         .build()
         .unwrap();
     // Just made: handed out without a check.
-    drop(pool.get().await.unwrap());
-    eventually("the first connection accepted", || {
-        server.seen.accepted() == 1
+    let mut held = Vec::new();
+    for _ in 0..size {
+        held.push(pool.get().await.unwrap());
+    }
+    drop(held);
+    eventually("the connections accepted", || {
+        server.seen.accepted() == size
     })
     .await;
     pool
@@ -464,7 +469,7 @@ async fn one_idle_connection_owing_a_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_cancelled_during_the_idle_check_closes_the_connection_it_was_checking() {
     let server = Counting::start(Reply::Silent).await;
-    let pool = one_idle_connection_owing_a_check(&server, Duration::from_secs(30)).await;
+    let pool = idle_connections_owing_a_check(&server, 1, Duration::from_secs(30)).await;
     // The check has written its line and waits for a reply that never comes; the caller gives
     // up first.
     let gave_up = tokio::time::timeout(Duration::from_millis(100), pool.get()).await;
@@ -486,28 +491,30 @@ async fn a_get_cancelled_during_the_idle_check_closes_the_connection_it_was_chec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_failing_its_idle_check_is_replaced_within_the_same_get() {
+async fn connections_failing_their_idle_check_are_replaced_within_the_same_get() {
     let server = Counting::start(Reply::Silent).await;
-    let pool = one_idle_connection_owing_a_check(&server, Duration::from_millis(50)).await;
-    // Its check times out; the get closes it and dials another instead of failing.
+    let pool = idle_connections_owing_a_check(&server, 3, Duration::from_millis(50)).await;
+    // Each idle connection's check times out in turn; the get closes all three and dials a
+    // fourth instead of failing.
     let conn = pool
         .get()
         .await
-        .expect("a failed check is not the caller's error");
-    eventually("a second connection accepted", || {
-        server.seen.accepted() == 2
+        .expect("failed checks are not the caller's error");
+    eventually("a fourth connection accepted", || {
+        server.seen.accepted() == 4
     })
     .await;
-    eventually("the failed connection closed at the server", || {
+    eventually("the three failed connections closed at the server", || {
         server.seen.open() == 1
     })
     .await;
     let stats = pool.stats();
     assert_eq!(
         (stats.closed.broken, stats.create_failed),
-        (1, 0),
+        (3, 0),
         "{stats:?}"
     );
+    assert_eq!(pool.status().size, 1);
     drop(conn);
 }
 
