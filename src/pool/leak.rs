@@ -1,11 +1,12 @@
 //! The leak registry: where each connection on loan was taken, for the leak warning.
 //!
-//! Each connection keeps its own record, written by its checkout and its return under a lock
-//! that no other connection shares (the reaper takes it only when it looks). The registry lists
-//! the records and changes only when a connection opens or closes, so no checkout takes a
-//! pool-wide lock.
+//! Each connection keeps its own record, written by its checkout under a lock that no other
+//! connection shares (the reaper takes it only when it looks); its return is one atomic store.
+//! The registry lists the records and changes only when a connection opens or closes, so no
+//! checkout takes a pool-wide lock.
 
 use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,13 @@ pub(crate) struct Checkouts {
     loans: Mutex<slab::Slab<Arc<Loan>>>,
 }
 
-/// One connection's record: who has it and since when, while it is out.
+/// One connection's record: whether it is out, and who took it last and when.
 #[derive(Default)]
-struct Loan(Mutex<Option<Taken>>);
+struct Loan {
+    /// Set by the checkout, under the lock; cleared by the return, without it.
+    out: AtomicBool,
+    last: Mutex<Option<Taken>>,
+}
 
 #[derive(Clone, Copy)]
 struct Taken {
@@ -59,7 +64,12 @@ impl Checkouts {
         let loans = lock(&self.loans);
         let mut overdue = Vec::new();
         for (_, loan) in loans.iter() {
-            if let Some(taken) = lock(&loan.0).as_mut() {
+            let mut last = lock(&loan.last);
+            // Read under the lock, so `last` is this loan's (a return in between only ends it).
+            if !loan.out.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Some(taken) = last.as_mut() {
                 let age = now.saturating_duration_since(taken.at);
                 if !taken.warned && age >= threshold {
                     taken.warned = true;
@@ -75,17 +85,19 @@ impl Entry {
     /// The connection goes to `caller`, taken `at`.
     #[inline]
     pub(crate) fn lend(&self, caller: &'static Location<'static>, at: Instant) {
-        *lock(&self.loan.0) = Some(Taken {
+        let mut last = lock(&self.loan.last);
+        *last = Some(Taken {
             at,
             caller,
             warned: false,
         });
+        self.loan.out.store(true, Ordering::Release);
     }
 
-    /// The connection is back.
+    /// The connection is back: one store, no lock.
     #[inline]
     pub(crate) fn back(&self) {
-        *lock(&self.loan.0) = None;
+        self.loan.out.store(false, Ordering::Release);
     }
 }
 
