@@ -162,3 +162,50 @@ fn rows_in_any_order_are_counted_once_per_socket_by_source() {
     assert_eq!(snap.outside_range, 1);
     assert_eq!(snap.total(), 5);
 }
+
+/// The census's IPv4 path (numbers straight from the kernel's records) counts as the path
+/// through `TcpEntry` does: repeats once, other targets and listeners not at all, and an IPv6
+/// source beside them.
+#[test]
+fn the_ipv4_path_counts_as_the_entry_path() {
+    let target: SocketAddr = "127.0.0.1:11211".parse().unwrap();
+    let v4 = |ip: [u8; 4], port: u16| (u32::from_be_bytes(ip), port);
+    let to = v4([127, 0, 0, 1], 11211);
+    let range = 32768..=60999;
+    let mut numbers = Tally::new(target, &range, None);
+    numbers.add_v4(v4([127, 0, 0, 3], 40000), to, 6);
+    numbers.add_v4(v4([127, 0, 0, 3], 40000), to, 6); // a repeat from a resumed dump
+    numbers.add_v4(v4([127, 0, 0, 2], 40001), to, 1);
+    numbers.add_v4(v4([127, 0, 0, 2], 40002), v4([127, 0, 0, 1], 6379), 1); // elsewhere
+    numbers.add_v4(v4([127, 0, 0, 2], 40003), to, 10); // LISTEN
+    let six = TcpEntry {
+        local: "[::1]:40000".parse().unwrap(),
+        remote: target,
+        state: TcpState::from_code(1),
+    };
+    // A row with an IPv6 local address takes the other rows; an IPv4-mapped one is IPv4.
+    let mapped = TcpEntry {
+        local: "[::ffff:127.0.0.2]:40004".parse().unwrap(),
+        remote: target,
+        state: TcpState::from_code(8),
+    };
+    numbers.add(six);
+    numbers.add(mapped);
+    let snap = numbers.finish(range, None, Census::Entries);
+    let by_source: Vec<(String, usize, usize, usize)> = snap
+        .sources
+        .iter()
+        .map(|s| {
+            let ip = s.source.map(|ip| ip.to_string()).unwrap_or_default();
+            (ip, s.established, s.time_wait, s.other)
+        })
+        .collect();
+    assert_eq!(
+        by_source,
+        [
+            ("127.0.0.2".to_string(), 1, 0, 1),
+            ("127.0.0.3".to_string(), 0, 1, 0),
+            ("::1".to_string(), 1, 0, 0),
+        ]
+    );
+}
