@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use super::dialer::Dialer;
 use super::quarantine;
@@ -70,11 +70,17 @@ impl Dialer {
                 inner.counters.record_retry();
             }
             tried.push(source);
-            let attempt = tokio::time::timeout_at(
-                tokio::time::Instant::from_std(deadline),
-                self.attempt(source, target),
-            )
-            .await;
+            // A loopback dial usually completes on its first poll (below): only one that has to
+            // wait gets a timer.
+            let mut pending = std::pin::pin!(self.attempt(source, target));
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(pending.as_mut().poll(cx))).await;
+            let attempt = match first {
+                std::task::Poll::Ready(done) => Ok(done),
+                std::task::Poll::Pending => {
+                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), pending).await
+                }
+            };
             match attempt {
                 Ok(Ok(stream)) => {
                     inner.counters.record_ok(source);
@@ -202,19 +208,43 @@ impl Dialer {
     }
 
     /// One socket: open, bind, connect. Errors carry their classified kind.
+    ///
+    /// On loopback the kernel runs the whole handshake inside `connect` (the server's side of
+    /// it included) before the call returns, so the stream is usually connected at once: then
+    /// it is handed over without waiting on the runtime. Otherwise it waits to become writable,
+    /// as tokio's own connect does.
     async fn attempt(
         &self,
         source: IpAddr,
         target: SocketAddr,
     ) -> Result<TcpStream, (DialErrorKind, io::Error)> {
+        // A dial that completes without waiting never yields by itself, so it takes from the
+        // task's cooperative budget, as tokio's own I/O does, and more than a read would: each
+        // dial leaves a connection for some server to accept, and a loop of dials must let an
+        // acceptor on the same thread keep up, or its queue overflows and dials stall on
+        // retransmitted SYNs (a second each).
+        for _ in 0..DIAL_BUDGET {
+            tokio::task::coop::consume_budget().await;
+        }
         let socket = self
             .open(source, target)
             .map_err(|(err, at_bind)| (DialErrorKind::classify(&err, at_bind), err))?;
-        let socket = TcpSocket::from_std_stream(socket.into());
-        socket
-            .connect(target)
-            .await
-            .map_err(|err| (DialErrorKind::classify(&err, false), err))
+        let fail = |err: io::Error| (DialErrorKind::classify(&err, false), err);
+        if let Err(err) = socket.connect(&target.into())
+            && !in_progress(&err)
+        {
+            return Err(fail(err));
+        }
+        // `getpeername` answers only once the handshake is done.
+        let connected = socket.peer_addr().is_ok();
+        let stream = TcpStream::from_std(socket.into()).map_err(fail)?;
+        if !connected {
+            stream.writable().await.map_err(fail)?;
+            if let Some(err) = stream.take_error().map_err(fail)? {
+                return Err(fail(err));
+            }
+        }
+        Ok(stream)
     }
 
     /// Creates and binds a non-blocking socket. The flag says whether the error came from bind.
@@ -256,5 +286,21 @@ fn new_nonblocking_socket(target: SocketAddr) -> io::Result<Socket> {
         let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         socket.set_nonblocking(true)?;
         Ok(socket)
+    }
+}
+
+/// Units of tokio's cooperative budget (128 per task poll) a dial takes: a task dialing in a
+/// loop yields every 16 dials.
+const DIAL_BUDGET: usize = 8;
+
+/// Whether a non-blocking `connect` has started rather than failed.
+fn in_progress(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        err.raw_os_error() == Some(libc::EINPROGRESS)
+    }
+    #[cfg(not(unix))]
+    {
+        err.kind() == io::ErrorKind::WouldBlock
     }
 }
