@@ -216,7 +216,7 @@ fn spawn(
                 last_error = format!("{name} exited with {status} (port {port} taken?)");
                 break;
             }
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            if listening(&addr) && alive_after_start(&mut child) {
                 return Server {
                     child,
                     addr,
@@ -234,6 +234,21 @@ fn spawn(
         }
     }
     panic!("could not start {name}: {last_error}");
+}
+
+/// Whether something listens on `addr`. A connect from an ephemeral port equal to `addr`'s own
+/// port (possible while nothing listens yet: the port is in the ephemeral range) connects the
+/// socket to itself; that is not a server.
+fn listening(addr: &SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(addr, Duration::from_millis(100))
+        .is_ok_and(|probe| probe.local_addr().ok() != probe.peer_addr().ok())
+}
+
+/// Whether the child still runs a moment after its port answered: a server that failed to
+/// bind (another test's server took the port first, and answered the probe) exits at once.
+fn alive_after_start(child: &mut Child) -> bool {
+    std::thread::sleep(Duration::from_millis(20));
+    matches!(child.try_wait(), Ok(None))
 }
 
 /// Starts memcached on a free loopback port, or returns `None` (after a notice) when it is not
