@@ -144,14 +144,7 @@ fn rows_in_any_order_are_counted_once_per_socket_by_source() {
         entry("127.0.0.3:40003", 10), // LISTEN: not a connection
     ];
     let snap = PortSnapshot::from_entries(target, 32768..=60999, None, entries);
-    let by_source: Vec<(String, usize, usize, usize)> = snap
-        .sources
-        .iter()
-        .map(|s| {
-            let ip = s.source.map(|ip| ip.to_string()).unwrap_or_default();
-            (ip, s.established, s.time_wait, s.other)
-        })
-        .collect();
+    let by_source = by_source(&snap);
     assert_eq!(
         by_source,
         [
@@ -192,14 +185,7 @@ fn the_ipv4_path_counts_as_the_entry_path() {
     numbers.add(six);
     numbers.add(mapped);
     let snap = numbers.finish(range, None, Census::Entries);
-    let by_source: Vec<(String, usize, usize, usize)> = snap
-        .sources
-        .iter()
-        .map(|s| {
-            let ip = s.source.map(|ip| ip.to_string()).unwrap_or_default();
-            (ip, s.established, s.time_wait, s.other)
-        })
-        .collect();
+    let by_source = by_source(&snap);
     assert_eq!(
         by_source,
         [
@@ -208,4 +194,15 @@ fn the_ipv4_path_counts_as_the_entry_path() {
             ("::1".to_string(), 1, 0, 0),
         ]
     );
+}
+
+/// Each source's address and its ESTABLISHED, TIME_WAIT and other counts, busiest first.
+fn by_source(snap: &PortSnapshot) -> Vec<(String, usize, usize, usize)> {
+    snap.sources
+        .iter()
+        .map(|s| {
+            let ip = s.source.map(|ip| ip.to_string()).unwrap_or_default();
+            (ip, s.established, s.time_wait, s.other)
+        })
+        .collect()
 }
