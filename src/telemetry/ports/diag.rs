@@ -93,21 +93,7 @@ fn dump(socket: &Socket, buf: &mut [u8], tally: &mut Tally) -> io::Result<()> {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                 }
-                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => match body.get(..44) {
-                    // IPv4, nearly every record: straight into the tally as numbers.
-                    Some(msg) if msg[0] == AF_INET => {
-                        let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
-                        let ip = |at: usize| {
-                            u32::from_be_bytes([msg[at], msg[at + 1], msg[at + 2], msg[at + 3]])
-                        };
-                        tally.add_v4((ip(8), port(4)), (ip(24), port(6)), msg[1]);
-                    }
-                    _ => {
-                        if let Some(entry) = entry(body) {
-                            tally.add(entry);
-                        }
-                    }
-                },
+                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => record(body, tally),
                 _ => {}
             }
             offset += length;
@@ -142,26 +128,29 @@ fn message(bytes: &[u8]) -> Option<(u16, &[u8], usize)> {
     Some((kind, body, length.next_multiple_of(4).max(16)))
 }
 
-/// The socket of one `inet_diag_msg`: family and state (bytes 0 and 1), then its
+/// One `inet_diag_msg` into the tally: family and state (bytes 0 and 1), then its
 /// `inet_diag_sockid`: source and destination ports (big-endian), then the addresses (16 bytes
-/// each; IPv4 in the first 4).
-fn entry(body: &[u8]) -> Option<TcpEntry> {
-    let msg = body.get(..44)?;
-    let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
-    let ip = |at: usize| -> IpAddr {
-        if msg[0] == AF_INET {
-            IpAddr::from([msg[at], msg[at + 1], msg[at + 2], msg[at + 3]])
-        } else {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(&msg[at..at + 16]);
-            IpAddr::from(octets).to_canonical()
-        }
+/// each; IPv4 in the first 4). An IPv4 socket, nearly every record, goes in as numbers.
+fn record(body: &[u8], tally: &mut Tally) {
+    let Some(msg) = body.get(..44) else {
+        return;
     };
-    Some(TcpEntry {
+    let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
+    if msg[0] == AF_INET {
+        let ip = |at: usize| u32::from_be_bytes([msg[at], msg[at + 1], msg[at + 2], msg[at + 3]]);
+        tally.add_v4((ip(8), port(4)), (ip(24), port(6)), msg[1]);
+        return;
+    }
+    let ip = |at: usize| -> IpAddr {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&msg[at..at + 16]);
+        IpAddr::from(octets).to_canonical()
+    };
+    tally.add(TcpEntry {
         local: SocketAddr::new(ip(8), port(4)),
         remote: SocketAddr::new(ip(24), port(6)),
         state: TcpState::from_code(msg[1]),
-    })
+    });
 }
 
 /// A `TCPDIAG_GETSOCK` dump request for TCP sockets of both families towards `target`, in
