@@ -223,9 +223,13 @@ impl Dialer {
         // dial leaves a connection for some server to accept, and a loop of dials must let an
         // acceptor on the same thread keep up, or its queue overflows and dials stall on
         // retransmitted SYNs (a second each).
-        for _ in 0..DIAL_BUDGET {
-            tokio::task::coop::consume_budget().await;
-        }
+        std::future::poll_fn(|cx| {
+            for _ in 0..DIAL_BUDGET {
+                std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
         let socket = self
             .open(source, target)
             .map_err(|(err, at_bind)| (DialErrorKind::classify(&err, at_bind), err))?;
