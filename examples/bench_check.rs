@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("ROUNDS must be 1 to 100".into());
     }
     let memcached = Pool::builder(target.as_str())
-        .connector(multiloop::memcached::Connector)
+        .connector(multiloop::memcached::Connector::new())
         .max_size(64)
         .build()?;
     let raw: Pool<Raw> = Pool::builder(target.as_str()).max_size(64).build()?;
@@ -73,7 +73,7 @@ async fn through_memcached(
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut results = pool.fan_out(0..KEYS, |mut conn, i| async move {
-        conn.get(key(i)).await.map(|v| v.len())
+        conn.get(key(i)).await.map(|v| v.map_or(0, |v| v.len()))
     });
     while let Some(result) = results.next().await {
         if result?? != 100 {

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("concurrency must be 1 to 1024, requests 1 to 100,000,000".into());
     }
     let pool = Pool::builder(target.as_str())
-        .connector(multiloop::memcached::Connector)
+        .connector(multiloop::memcached::Connector::new())
         .max_size(concurrency)
         .build()?;
     {

@@ -45,7 +45,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys: usize = args.next().map_or(Ok(20_000), |s| s.parse())?;
     let chunk: usize = args.next().map_or(Ok(500), |s| s.parse())?;
     let pool = Pool::builder(target.as_str())
-        .connector(multiloop::memcached::Connector)
+        .connector(multiloop::memcached::Connector::new())
         .max_size(connections)
         .build()?;
     let value = vec![b'v'; 5_000];

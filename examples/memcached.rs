@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:11211".to_string());
     let pool = Pool::builder(target.as_str())
-        .connector(multiloop::memcached::Connector)
+        .connector(multiloop::memcached::Connector::new())
         .max_size(16)
         .build()?;
 

@@ -1,26 +1,49 @@
-//! memcached: a [`Connector`](crate::Connector) for memcached's text protocol, written to be
-//! cancelled.
+//! memcached: a [`Connector`] that reads every reply by its structure and matches it to its
+//! request, written to be cancelled.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use multiloop::memcached::Connector;
+//!
 //! let pool = multiloop::Pool::builder("127.0.0.1:11211")
-//!     .connector(multiloop::memcached::Connector)
+//!     .connector(Connector::new())
 //!     .build()?;
 //! let mut conn = pool.get().await?;
 //! conn.set("greeting", b"hello", 0).await?;
+//! assert_eq!(conn.get("greeting").await?, Some(b"hello".to_vec()));
+//! assert_eq!(conn.get("missing").await?, None);
 //! let values = conn.get_multi(&["greeting", "missing"]).await?;
-//! assert_eq!(values.get("greeting").map(Vec::as_slice), Some(&b"hello"[..]));
+//! assert_eq!(values.get(&b"greeting"[..]).map(Vec::as_slice), Some(&b"hello"[..]));
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Each request is written with one `write` (a 500-key multi-get is one syscall, not one per
-//! key), and replies are read through a buffer the [`Protocol`] owns. So when a caller gives up
-//! mid-request, the protocol knows it: the pool does not hand that connection to the next
-//! caller, whose reply would be the stale one. Instead the connector
-//! [recovers](crate::Connector::recover) it off the caller's path: it finishes writing a
-//! half-written request, sends `version` behind it, and reads up to that reply, dropping what
-//! came before. A timeout storm against a slow memcached then costs no new dials.
+//! # Trust
+//!
+//! A stored value is arbitrary bytes, and can hold text shaped like the protocol. So a reply is
+//! never read by looking for a marker in the stream. Each connection keeps the queue of requests
+//! whose replies are pending, with the shape each reply has, and reads exactly that: header
+//! lines of at most 1 KiB, data blocks by their declared length (checked against
+//! [`max_value_size`](Connector::max_value_size) before anything is reserved), every value's key
+//! one its request asked for, in its order. In the meta protocol each request also carries an
+//! opaque token that its reply echoes, with the key. A reply that does not fit is
+//! [`Error::Mismatch`]: nothing of it is returned and the connection is closed. A request is
+//! built whole, every key checked, before a byte of it is queued: a refused key sends nothing.
+//!
+//! When a caller gives up mid-request (a timeout, a dropped future, an aborted task), the
+//! connection knows which replies are still owed; the pool does not hand it to the next caller,
+//! whose reply would be the stale one. The connector [recovers](crate::Connector::recover) it
+//! off the caller's path: it writes the rest of the queued requests (always whole ones), then
+//! reads every pending reply to its end by its structure and drops it. A timeout storm against a
+//! slow memcached then costs no new dials.
+//!
+//! # Dialects
+//!
+//! memcached 1.6+ speaks the meta protocol, which its maintainers recommend for new clients;
+//! twemproxy and memcached before 1.6 speak only the text protocol. [`Dialect::Auto`] (the
+//! default) learns which at the first connect and uses meta where it can: a batch is then quiet
+//! gets closed by `mn`, so misses cost no bytes, and every value is matched by token and key.
+//! See [`Connector`] for the probe, and BENCHMARKS.md for the two side by side.
 //!
 //! The [check](crate::Connector::check) on checkout is a non-blocking peek, no round trip: it
 //! catches a connection the server closed and one with stray bytes.
@@ -34,7 +57,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = multiloop::Pool::builder("127.0.0.1:11211")
-//!     .connector(multiloop::memcached::Connector)
+//!     .connector(multiloop::memcached::Connector::new())
 //!     .build()?;
 //! let keys = (0..20_000).map(|i| format!("key:{i}"));
 //! let batch = multiloop::memcached::get_many(&pool, keys, 500).await;
@@ -44,66 +67,39 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::io;
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
 
-use crate::error::PoolError;
 use crate::pool::Pool;
 
-pub use crate::connector::memcached::{Connector, Protocol};
+pub use crate::connector::memcached::{Connector, Dialect, Error, Item, Protocol, Store, Stored};
 
 /// What [`get_many`] brings back.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Batch {
-    /// The values found, by key. A key that is absent was a miss, or in a failed chunk.
-    pub values: HashMap<String, Vec<u8>>,
+    /// The values found, by key (its bytes, as given). A key that is absent was a miss, or in a
+    /// failed chunk.
+    pub values: HashMap<Vec<u8>, Vec<u8>>,
     /// Keys whose chunk was answered: hits and misses.
     pub answered: usize,
     /// The chunks that failed: how many keys each held, and why.
     pub failed: Vec<(usize, Error)>,
 }
 
-/// Why a chunk of [`get_many`] failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// No connection: the pool shed the chunk (saturated, paused) or could not dial.
-    Pool(PoolError<io::Error>),
-    /// The multi-get itself failed.
-    Request(io::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Pool(e) => write!(f, "{e}"),
-            Error::Request(e) => write!(f, "memcached multi-get failed: {e}"),
-        }
-    }
-}
-
-/// Each variant shows its inner error in `Display`, so `source()` continues from that error's
-/// own source.
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Pool(e) => e.source(),
-            Error::Request(e) => e.source(),
-        }
-    }
-}
+/// How many entries [`get_many`] reserves ahead at most, whatever the keys' `size_hint` says.
+const MAX_RESERVE: usize = 1 << 16;
 
 /// Gets every key as multi-gets of `chunk` keys (0 counts as 1), on at most the pool's
 /// [default limit](Pool::default_limit) connections at once, spawning no task, and puts the
 /// replies together. Each connection keeps one request ahead of the reply it reads, so the
 /// server answers one chunk while the client reads the one before. Keys are taken from `keys`
-/// lazily, a chunk at a time, so a large batch is never held twice.
+/// lazily, a chunk at a time, so a large batch is never held twice, and memory does not follow
+/// what the iterator's `size_hint` claims.
 ///
-/// A chunk that fails does not fail the others: its keys are counted in [`Batch::failed`].
+/// A chunk that fails does not fail the others: its keys are counted in [`Batch::failed`]. A
+/// chunk with a key memcached would not take is refused whole, before anything of it is sent.
 /// A caller that gives up (a timeout around this future) leaves nothing behind: connections
 /// with a multi-get in flight are recovered by the connector.
 pub async fn get_many<I>(pool: &Pool<Connector>, keys: I, chunk: usize) -> Batch
@@ -114,16 +110,18 @@ where
 {
     let chunk = chunk.max(1);
     let mut keys = keys.into_iter();
-    let expected = keys.size_hint().0;
+    let reserve = keys.size_hint().0.min(MAX_RESERVE);
     let chunks = Mutex::new(std::iter::from_fn(move || {
         let next: Vec<I::Item> = keys.by_ref().take(chunk).collect();
         (!next.is_empty()).then_some(next)
     }));
-    let workers = pool.default_limit().min(expected.div_ceil(chunk)).max(1);
+    // Every worker takes chunks until none are left; one that finds none ends without a
+    // connection, so a short batch costs nothing for the workers it does not need.
+    let workers = pool.default_limit().max(1);
     // Each worker puts its chunks' values straight into the batch; they take turns on one
     // thread, so the lock is never contended.
     let batch = Mutex::new(Batch {
-        values: HashMap::with_capacity(expected),
+        values: HashMap::with_capacity(reserve),
         ..Batch::default()
     });
     // Polled as they wake, not all on every wake.
@@ -166,14 +164,16 @@ where
                     }
                 },
             };
-            match c.send_get(&next).await {
+            // Queued whole or refused whole (a key memcached would not take): a refused chunk
+            // leaves nothing behind, and the chunk before it is still owed its reply.
+            if let Err(e) = c.queue_multi(&next) {
+                lock(batch).failed.push((next.len(), e));
+                continue;
+            }
+            match c.flush().await {
                 Ok(()) => sent.push_back(next),
-                // A key memcached would refuse: nothing was sent for this chunk.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    lock(batch).failed.push((next.len(), Error::Request(e)));
-                }
                 Err(e) => {
-                    broken(batch, &mut sent, Some(next), e);
+                    broken(batch, &mut sent, Some(next), &e);
                     conn = None;
                 }
             }
@@ -182,14 +182,22 @@ where
         let (Some(oldest), Some(c)) = (sent.pop_front(), conn.as_mut()) else {
             return;
         };
-        match c.recv_pairs(oldest.len()).await {
-            Ok(pairs) => {
+        let mut found = Vec::new();
+        let read = c
+            .recv_multi(|i, value| {
+                if let Some(key) = oldest.get(i) {
+                    found.push((key.as_ref().to_vec(), value.to_vec()));
+                }
+            })
+            .await;
+        match read {
+            Ok(()) => {
                 let mut batch = lock(batch);
                 batch.answered += oldest.len();
-                batch.values.extend(pairs);
+                batch.values.extend(found);
             }
             Err(e) => {
-                broken(batch, &mut sent, Some(oldest), e);
+                broken(batch, &mut sent, Some(oldest), &e);
                 conn = None;
             }
         }
@@ -197,16 +205,33 @@ where
 }
 
 /// A connection failed: `first` and every chunk still out on it fail with `e`.
-fn broken<K>(
-    batch: &Mutex<Batch>,
-    sent: &mut VecDeque<Vec<K>>,
-    first: Option<Vec<K>>,
-    e: io::Error,
-) {
+fn broken<K>(batch: &Mutex<Batch>, sent: &mut VecDeque<Vec<K>>, first: Option<Vec<K>>, e: &Error) {
     let mut batch = lock(batch);
     for chunk in first.into_iter().chain(sent.drain(..)) {
-        let copy = io::Error::new(e.kind(), e.to_string());
-        batch.failed.push((chunk.len(), Error::Request(copy)));
+        batch.failed.push((chunk.len(), copy(e)));
+    }
+}
+
+/// The same error for each chunk it failed.
+fn copy(e: &Error) -> Error {
+    match e {
+        Error::Refused(why) => Error::Refused(why),
+        Error::Server { target, line } => Error::Server {
+            target: target.clone(),
+            line: line.clone(),
+        },
+        Error::Mismatch { target, detail } => Error::Mismatch {
+            target: target.clone(),
+            detail: detail.clone(),
+        },
+        Error::Io { target, source } => Error::Io {
+            target: target.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Pool(p) => Error::Io {
+            target: "memcached".into(),
+            source: std::io::Error::other(p.to_string()),
+        },
     }
 }
 

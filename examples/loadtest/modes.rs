@@ -169,7 +169,7 @@ impl Client {
             Mode::Batched => Client::Batched(
                 Pool::builder(target)
                     .dialer(with_range(Dialer::builder()).build()?)
-                    .connector(multiloop::memcached::Connector)
+                    .connector(multiloop::memcached::Connector::new())
                     .max_size(s.pool_size)
                     .build()?,
                 s.chunk,
@@ -242,7 +242,9 @@ impl Client {
                         for (n, e) in batch.failed {
                             let kind = match &e {
                                 multiloop::memcached::Error::Pool(p) => ErrKind::of_pool(p),
-                                multiloop::memcached::Error::Request(io) => ErrKind::of_io(io),
+                                multiloop::memcached::Error::Io { source, .. } => {
+                                    ErrKind::of_io(source)
+                                }
                                 _ => ErrKind::Other,
                             };
                             note(kind, n as u64, e.to_string());

@@ -116,6 +116,16 @@ pub trait Connector: Send + Sync + 'static {
         std::future::ready(false)
     }
 
+    /// Whether a handshake that failed with `error` is worth one more dial, right away: the
+    /// connector learned from it something that makes the next handshake go otherwise
+    /// (memcached: the server closed the connection on the meta protocol's probe, so the next
+    /// one speaks text). The failed connection is closed first, so the cap holds. Default:
+    /// `false`.
+    fn retry_handshake(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// The source address new connections must be dialed from, once the connector has learned
     /// that the server refuses the others (redis 7.0's protected mode, with
     /// [`fallback_to_localhost`](crate::redis::Connector::fallback_to_localhost)). Default:

@@ -381,22 +381,25 @@ impl<C: Connector> Supply<C> {
         }
         match self.connector.connect(stream).await {
             Ok(conn) => Ok(conn),
-            Err(e) => match self.connector.source() {
-                // The connector learned that the server takes only this source (redis
-                // protected mode): one more dial, from there, through the same dialer.
-                Some(source) if Some(source) != pinned => {
-                    let stream = self
-                        .dialer
-                        .connect_target(&self.target, Some(source))
-                        .await
-                        .map_err(CreateError::Dial)?;
-                    self.connector
-                        .connect(stream)
-                        .await
-                        .map_err(CreateError::Backend)
+            Err(e) => {
+                // The connector learned something that makes one more dial worth it: the
+                // server takes only this source (redis protected mode), or it speaks another
+                // dialect (memcached behind a text-only proxy). The failed stream is closed.
+                let source = self.connector.source();
+                let moved = source.is_some() && source != pinned;
+                if !moved && !self.connector.retry_handshake(&e) {
+                    return Err(CreateError::Backend(e));
                 }
-                _ => Err(CreateError::Backend(e)),
-            },
+                let stream = self
+                    .dialer
+                    .connect_target(&self.target, source.or(pinned))
+                    .await
+                    .map_err(CreateError::Dial)?;
+                self.connector
+                    .connect(stream)
+                    .await
+                    .map_err(CreateError::Backend)
+            }
         }
     }
 
