@@ -10,6 +10,7 @@ pub mod logs;
 pub mod nutcracker;
 pub mod servers;
 pub mod signals;
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
