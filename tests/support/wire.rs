@@ -98,7 +98,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, cut: Cut) {
             // A pause before one piece in four (a timer rounds up to a millisecond); the others
             // go as writes of their own.
             let max_us = cut.max_delay.as_micros() as u64;
-            if max_us > 0 && next(&mut state) % 4 == 0 {
+            if max_us > 0 && next(&mut state).is_multiple_of(4) {
                 let us = next(&mut state) % (max_us + 1);
                 tokio::time::sleep(Duration::from_micros(us)).await;
             } else {
