@@ -73,6 +73,8 @@ use futures_util::StreamExt;
 
 use crate::pool::Pool;
 
+#[doc(hidden)]
+pub use crate::connector::memcached::fuzz_reply;
 pub use crate::connector::memcached::{Connector, Dialect, Error, Item, Protocol, Store, Stored};
 
 /// What [`get_many`] brings back.

@@ -122,7 +122,6 @@ async fn a_refused_chunk_sends_nothing_even_behind_a_cancelled_batch() {
         delay: Duration::from_millis(30),
     }])
     .await;
-    let pool = pool_of(fake.addr, Connector::new(), 2);
     let mut keys: Vec<String> = (0..5).map(|i| format!("big{i}")).collect();
     keys.extend([
         "p".repeat(25),
@@ -131,25 +130,40 @@ async fn a_refused_chunk_sends_nothing_even_behind_a_cancelled_batch() {
         "q".into(),
         "bad key".into(),
     ]);
-    keys.extend((0..5).map(|i| format!("after{i}")));
-    for budget in [1, 10, 40, 200] {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(budget),
-            memcached::get_many(&pool, keys.iter(), 5),
-        )
-        .await;
+    // The refused chunk last, with the one before it in flight on the same connection (one
+    // connection, then two), and with a chunk after it.
+    let with_after: Vec<String> = keys
+        .iter()
+        .cloned()
+        .chain((0..5).map(|i| format!("after{i}")))
+        .collect();
+    for (size, keys) in [(1, &keys), (2, &keys), (2, &with_after)] {
+        let pool = pool_of(fake.addr, Connector::new(), size);
+        for budget in [1, 10, 40, 200] {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(budget),
+                memcached::get_many(&pool, keys.iter(), 5),
+            )
+            .await;
+        }
+        let batch = memcached::get_many(&pool, keys.iter(), 5).await;
+        assert_eq!(batch.answered, keys.len() - 5);
+        assert_eq!(batch.failed.len(), 1);
+        assert!(
+            matches!(batch.failed[0], (5, Error::Refused(_))),
+            "{:?}",
+            batch.failed
+        );
+        support::eventually("recoveries finished", || pool.status().in_use == 0).await;
+        let stats = pool.stats();
+        assert_eq!(
+            stats.closed.total(),
+            0,
+            "every connection recovered: {stats:?}"
+        );
+        assert!(!fake.saw("victim"), "a refused chunk reached the server");
+        assert!(!fake.saw("bad"), "a refused chunk reached the server");
     }
-    let batch = memcached::get_many(&pool, keys.iter(), 5).await;
-    assert_eq!(batch.answered, 10);
-    assert_eq!(batch.failed.len(), 1);
-    assert!(
-        matches!(batch.failed[0], (5, Error::Refused(_))),
-        "{:?}",
-        batch.failed
-    );
-    support::eventually("recoveries finished", || pool.status().in_use == 0).await;
-    assert!(!fake.saw("victim"), "a refused chunk reached the server");
-    assert!(!fake.saw("bad"), "a refused chunk reached the server");
     assert!(fake.saw("after4"), "the chunk after it was sent");
 }
 

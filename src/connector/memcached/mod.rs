@@ -262,3 +262,67 @@ impl crate::Connector for Connector {
         error.get_ref().is_some_and(|e| e.is::<ProbeClosed>())
     }
 }
+
+/// Decodes `data` as the reply to each kind of request, in both dialects, the way a connection
+/// reads it (a unit at a time), and checks what the decoder promises: no panic, values only for
+/// keys asked for, never past the bound, every unit inside the bytes given. For the fuzz target
+/// `fuzz/fuzz_targets/memcached_reply.rs`; not part of the API.
+#[doc(hidden)]
+pub fn fuzz_reply(data: &[u8]) {
+    use wire::{Decoded, Expect, Keys, Verb, decode};
+    const MAX: usize = 64;
+    let keys = || {
+        let mut k = Keys::default();
+        for key in [&b"a"[..], b"k1", b"b"] {
+            k.push(key);
+        }
+        k
+    };
+    let mut expects = vec![
+        Expect::TextGet {
+            keys: keys(),
+            next: 0,
+            cas: false,
+        },
+        Expect::TextGet {
+            keys: keys(),
+            next: 0,
+            cas: true,
+        },
+        Expect::MetaBatch {
+            keys: keys(),
+            base: 1,
+            next: 0,
+        },
+    ];
+    for verb in [
+        Verb::Get,
+        Verb::Store,
+        Verb::Delete,
+        Verb::Touch,
+        Verb::Arith,
+        Verb::Version,
+        Verb::Flush,
+        Verb::NoOp,
+    ] {
+        expects.push(Expect::Text(verb));
+        expects.push(Expect::Meta {
+            verb,
+            token: 1,
+            key: b"k1".to_vec(),
+        });
+    }
+    for mut expect in expects {
+        let mut at = 0;
+        while let Ok(Decoded::Step(step)) = decode(&data[at..], &mut expect, MAX) {
+            assert!(step.used > 0 && at + step.used <= data.len());
+            if let Some(v) = step.value {
+                assert!(v.data.len() <= MAX && v.data.end <= step.used && v.index < 3);
+            }
+            at += step.used;
+            if step.status.is_some() {
+                break;
+            }
+        }
+    }
+}
