@@ -184,20 +184,20 @@ where
         let (Some(oldest), Some(c)) = (sent.pop_front(), conn.as_mut()) else {
             return;
         };
-        let mut found = Vec::new();
+        // Values go straight into the batch: the lock is the workers' turn-taking, never
+        // contended (they run in one future), and a chunk that fails part way through leaves
+        // only values that were read whole and matched to their keys.
         let read = c
             .recv_multi(|i, value| {
                 if let Some(key) = oldest.get(i) {
-                    found.push((key.as_ref().to_vec(), value.to_vec()));
+                    lock(batch)
+                        .values
+                        .insert(key.as_ref().to_vec(), value.to_vec());
                 }
             })
             .await;
         match read {
-            Ok(()) => {
-                let mut batch = lock(batch);
-                batch.answered += oldest.len();
-                batch.values.extend(found);
-            }
+            Ok(()) => lock(batch).answered += oldest.len(),
             Err(e) => {
                 broken(batch, &mut sent, Some(oldest), &e);
                 conn = None;

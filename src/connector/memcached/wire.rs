@@ -149,21 +149,26 @@ fn mismatch(what: &'static str, line: &[u8]) -> Mismatch {
 }
 
 /// A decimal number: digits only, no sign, no overflow.
+#[inline]
 pub(crate) fn number(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit()
-            .then_some(())
-            .and_then(|()| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-    })
+    let mut n: u64 = 0;
+    for &d in digits {
+        let v = d.wrapping_sub(b'0');
+        if v > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(v))?;
+    }
+    Some(n)
 }
 
 /// The first line of `buf` without its CRLF, or how much must be buffered to find it.
 fn line(buf: &[u8]) -> Result<Result<&[u8], usize>, Mismatch> {
     let window = &buf[..buf.len().min(MAX_LINE)];
-    match window.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', window) {
         Some(0) => Err(mismatch("an empty line", b"")),
         Some(at) if window[at - 1] == b'\r' => Ok(Ok(&window[..at - 1])),
         Some(at) => Err(mismatch("a line not ended by CRLF", &window[..at])),
@@ -369,29 +374,44 @@ struct Meta<'a> {
     cas: u64,
 }
 
+/// The first word of `s` and what follows its space.
+#[inline]
+fn word(s: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b' ', s) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, &[]),
+    }
+}
+
 impl<'a> Meta<'a> {
     fn parse(l: &'a [u8]) -> Result<Meta<'a>, Mismatch> {
-        let mut parts = l.split(|&b| b == b' ');
-        let code = match parts.next() {
-            Some([a, b]) => [*a, *b],
+        let (code, mut rest) = word(l);
+        let code = match code {
+            [a, b] => [*a, *b],
             _ => return Err(mismatch("not a meta reply", l)),
         };
-        let size = (code == *b"VA")
-            .then(|| parts.next())
-            .flatten()
-            .filter(|s| !s.is_empty());
-        if code == *b"VA" && size.is_none() {
-            return Err(mismatch("a VA line without a size", l));
-        }
         let mut meta = Meta {
             code,
-            size,
+            size: None,
             token: None,
             key: None,
             flags: 0,
             cas: 0,
         };
-        for part in parts {
+        if code == *b"VA" {
+            let (size, after) = word(rest);
+            if size.is_empty() {
+                return Err(mismatch("a VA line without a size", l));
+            }
+            meta.size = Some(size);
+            rest = after;
+        }
+        if l.ends_with(b" ") {
+            return Err(mismatch("a meta reply ending in a space", l));
+        }
+        while !rest.is_empty() {
+            let (part, after) = word(rest);
+            rest = after;
             let Some((&flag, value)) = part.split_first() else {
                 return Err(mismatch("an empty meta flag", l));
             };
