@@ -79,8 +79,8 @@
 //!
 //! # Features
 //!
-//! - `memcached`: [`memcached::Connector`], memcached's text protocol, buffered and
-//!   cancellation-aware.
+//! - `memcached`: [`memcached::Connector`], memcached's meta and text protocols, every reply
+//!   read by its structure and matched to its request, cancellation-aware.
 //! - `redis`: [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`,
 //!   with protected-mode detection.
 //! - `metrics`: a pool's series through the `metrics` facade, in OpenTelemetry's
