@@ -112,14 +112,17 @@ where
 {
     let chunk = chunk.max(1);
     let mut keys = keys.into_iter();
-    let reserve = keys.size_hint().0.min(MAX_RESERVE);
+    let (lower, upper) = keys.size_hint();
+    let reserve = lower.min(MAX_RESERVE);
     let chunks = Mutex::new(std::iter::from_fn(move || {
         let next: Vec<I::Item> = keys.by_ref().take(chunk).collect();
         (!next.is_empty()).then_some(next)
     }));
     // Every worker takes chunks until none are left; one that finds none ends without a
-    // connection, so a short batch costs nothing for the workers it does not need.
-    let workers = pool.default_limit().max(1);
+    // connection. As many as the keys may need: the size hint's upper bound, which a `filter`
+    // keeps (its lower bound is 0), or the pool's default limit when there is none.
+    let most = upper.map_or(usize::MAX, |n| n.div_ceil(chunk));
+    let workers = pool.default_limit().min(most).max(1);
     // Each worker puts its chunks' values straight into the batch; they take turns on one
     // thread, so the lock is never contended.
     let batch = Mutex::new(Batch {

@@ -265,17 +265,6 @@ async fn a_storm_summary_says_how_many_gets_failed_and_why() {
         storm,
         "each failed get counted once"
     );
-    // The reaper flushes the window's summary once it has ended.
-    eventually("a summary", || {
-        logs.events().iter().any(|e| e.contains(" more gets"))
-    })
-    .await;
-    let events = logs.events();
-    let refused: Vec<&String> = events
-        .iter()
-        .filter(|e| e.contains("gets failed: dial error, connection refused"))
-        .collect();
-    assert!(!refused.is_empty(), "{events:#?}");
     let field = |e: &str, name: &str| -> u64 {
         e.split_whitespace()
             .find_map(|f| f.strip_prefix(&format!("{name}=")))
@@ -284,16 +273,34 @@ async fn a_storm_summary_says_how_many_gets_failed_and_why() {
     };
     // Each failure is either the first of a window (logged with the previous window's count)
     // or counted in exactly one summary.
-    let firsts = refused.iter().filter(|e| !e.contains(" more ")).count() as u64;
-    let carried: u64 = refused
-        .iter()
-        .map(|e| field(e, "suppressed_in_last_window"))
-        .sum();
-    let summarized: u64 = refused
-        .iter()
-        .filter(|e| e.contains(" more "))
-        .map(|e| field(e, "count"))
-        .sum();
-    assert_eq!(firsts + carried + summarized, storm, "{refused:#?}");
+    let accounted = |events: &[String]| -> u64 {
+        let refused: Vec<&String> = events
+            .iter()
+            .filter(|e| e.contains("gets failed: dial error, connection refused"))
+            .collect();
+        let firsts = refused.iter().filter(|e| !e.contains(" more ")).count() as u64;
+        let carried: u64 = refused
+            .iter()
+            .map(|e| field(e, "suppressed_in_last_window"))
+            .sum();
+        let summarized: u64 = refused
+            .iter()
+            .filter(|e| e.contains(" more "))
+            .map(|e| field(e, "count"))
+            .sum();
+        firsts + carried + summarized
+    };
+    // The reaper flushes the last window's summary once that window has ended (on a busy
+    // machine, a tick or more later).
+    eventually("every failure in a first line or a summary", || {
+        accounted(&logs.events()) >= storm
+    })
+    .await;
+    let events = logs.events();
+    assert!(
+        events.iter().any(|e| e.contains(" more gets")),
+        "{events:#?}"
+    );
+    assert_eq!(accounted(&events), storm, "{events:#?}");
     assert!(events.len() <= 20, "a handful of events: {}", events.len());
 }
