@@ -374,6 +374,52 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 
+    /// A hostile pool name cannot split or forge the change's log line, nor reach a terminal
+    /// that shows the log; and the scheme of `Authorization` is matched in any case.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_change_log_line_escapes_the_pool_name() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let name = "evil\nWARN forged line\x1b]0;pwned\x07";
+        let pool = crate::Pool::builder("127.0.0.1:1")
+            .name(name)
+            .build()
+            .unwrap();
+        let registry = Registry::new();
+        registry.register(&pool).unwrap();
+        let admin = Admin::new(registry).token("t");
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let post = Request::post(Route::Pause.path(Some(name)))
+                .header(header::AUTHORIZATION, format!("{scheme} t"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let response = admin.handle(post).await;
+            assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+        }
+        assert!(pool.status().paused);
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.lines().count(), 3, "one line per change: {log}");
+        assert!(!log.contains('\x1b') && !log.contains('\x07'), "{log:?}");
+        assert!(log.contains("evil\\u{a}WARN forged line"), "{log}");
+    }
+
     #[test]
     fn constant_time_eq_matches_only_equal_tokens() {
         assert!(constant_time_eq(b"secret", b"secret"));
