@@ -196,9 +196,12 @@ impl Dialer {
             Ok(Ok(targets)) => targets,
             Ok(Err(e)) => return Err(DialError::resolve(name(), e)),
             Err(_) => {
+                let what = name().map_or_else(String::new, |n| format!(" of {n}"));
                 let e = io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("name lookup took longer than the connect timeout ({timeout:?})"),
+                    format!(
+                        "the name lookup{what} took longer than the connect timeout ({timeout:?})"
+                    ),
                 );
                 return Err(DialError::new(
                     DialErrorKind::Timeout,

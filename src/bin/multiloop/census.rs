@@ -61,10 +61,17 @@ async fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
     }
     let lookup = tokio::net::lookup_host(target);
     let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
-        Err(_) => return Err(format!("looking up {target:?} took over 2 s")),
+        Err(_) => {
+            return Err(format!(
+                "looking up {target:?} took over 2 s; give TARGET as an address, such as \
+                 127.0.0.1:11211"
+            ));
+        }
         Ok(Err(e)) => {
             return Err(format!(
-                "{target:?} is not host:port or does not resolve: {e}"
+                "{target:?} is not host:port or does not resolve: {e}; check the name \
+                 (`getent hosts NAME` looks it up the same way) or give TARGET as an address, \
+                 such as 127.0.0.1:11211"
             ));
         }
         Ok(Ok(found)) => found,
@@ -77,7 +84,9 @@ async fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
         }
     }
     if addrs.is_empty() {
-        return Err(format!("{target:?} resolves to no address"));
+        return Err(format!(
+            "{target:?} resolves to no address; give TARGET as an address, such as 127.0.0.1:11211"
+        ));
     }
     Ok(addrs)
 }
@@ -96,7 +105,12 @@ async fn snapshots(
     })
     .await
     .map_err(|e| format!("the census failed: {e}"))?
-    .map_err(|e| format!("could not read the socket tables: {e}"))
+    .map_err(|e| {
+        format!(
+            "could not read the socket tables: {e}; run `multiloop doctor` on the host, and in \
+             the network namespace, where the client runs"
+        )
+    })
 }
 
 pub(crate) async fn doctor(args: DoctorArgs) -> ExitCode {

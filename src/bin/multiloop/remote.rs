@@ -216,7 +216,9 @@ async fn exchange<T: DeserializeOwned>(
             Ok(Err(Sent::Fatal(why))) => return Err(Failure::Unusable(why)),
             Ok(Err(Sent::Unanswered(why))) if attempt >= ATTEMPTS => {
                 return Err(Failure::Unusable(format!(
-                    "closed the connection without answering, {ATTEMPTS} times: {why}"
+                    "closed the connection without answering, {ATTEMPTS} times ({}); try again, \
+                     or check that --admin is the service's admin endpoint",
+                    printable(&why, MAX_TEXT)
                 )));
             }
             Ok(Err(Sent::Unanswered(_))) => {
@@ -320,7 +322,12 @@ async fn send(
     let bytes = Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| Sent::Fatal(format!("reading the answer: {e}")))?
+        .map_err(|e| {
+            Sent::Fatal(format!(
+                "reading the answer: {} (is --admin a multiloop admin endpoint?)",
+                printable(&e.to_string(), MAX_TEXT)
+            ))
+        })?
         .to_bytes();
     Ok((status, bytes))
 }
