@@ -140,11 +140,22 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `name` when a pool of that name is registered already, or
+    /// A [`ConfigError`] naming `name` when a pool of that name is registered already, when
+    /// the name is empty or longer than 512 bytes (the admin endpoint could not address it), or
     /// when the registry holds [`MAX_POOLS`] pools.
     pub fn register<C: Connector>(&self, pool: &Pool<C>) -> Result<(), ConfigError> {
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         let name = pool.name();
+        if name.is_empty() || name.len() > route::MAX_NAME {
+            return Err(ConfigError::new(
+                "name",
+                format!(
+                    "the admin endpoint serves pools named with 1 to {} bytes; give the pool a \
+                     shorter name (PoolBuilder::name)",
+                    route::MAX_NAME
+                ),
+            ));
+        }
         if pools.contains_key(name) {
             return Err(ConfigError::new(
                 "name",

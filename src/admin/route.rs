@@ -3,6 +3,10 @@
 
 use http::Method;
 
+/// The longest pool name the admin endpoint serves, in bytes: a pool name's 128 characters
+/// (`PoolBuilder::name`) of up to 4 bytes each.
+pub(crate) const MAX_NAME: usize = 512;
+
 /// One of the admin endpoint's routes. `NAME` is a pool's name, percent-encoded in the path.
 ///
 /// ```
@@ -91,7 +95,7 @@ impl Route {
     pub(crate) fn parse(path: &str) -> Result<(Route, String), PathError> {
         let mut segments = Vec::new();
         for raw in path.split('/').filter(|s| !s.is_empty()) {
-            if segments.len() == 3 || raw.len() > 256 {
+            if segments.len() == 3 || raw.len() > 3 * MAX_NAME {
                 return Err(PathError::NoRoute);
             }
             segments.push(decode(raw)?);
@@ -158,5 +162,33 @@ mod tests {
         assert_eq!(Route::parse("/etc/passwd"), Err(PathError::NoRoute));
         assert_eq!(Route::parse("/pools/%ZZ"), Err(PathError::BadHex));
         assert_eq!(Route::parse("/pools/%FF"), Err(PathError::NotUtf8));
+    }
+
+    /// Arbitrary names round-trip through a path; arbitrary paths parse or are refused, never
+    /// a panic. (Random but bounded: 3,000 names, 3,000 paths.)
+    #[test]
+    fn arbitrary_names_and_paths() {
+        let text = |max: usize| -> String {
+            (0..rand::random_range(1..max))
+                .map(|_| match rand::random_range(0..4) {
+                    0 => char::from(rand::random_range(0u8..128)),
+                    1 => ['%', '/', '.', ' '][rand::random_range(0..4)],
+                    _ => char::from_u32(rand::random_range(0..0x11_0000)).unwrap_or('x'),
+                })
+                .collect()
+        };
+        for _ in 0..3_000 {
+            let name = text(60);
+            if name.len() > MAX_NAME {
+                continue;
+            }
+            for route in [Route::Show, Route::Limit] {
+                assert_eq!(
+                    Route::parse(&route.path(Some(&name))),
+                    Ok((route, name.clone()))
+                );
+            }
+            let _ = Route::parse(&text(400));
+        }
     }
 }

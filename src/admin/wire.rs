@@ -365,5 +365,14 @@ mod tests {
         // An escape cannot be forged: a backslash in the text is doubled.
         assert_eq!(printable("\\u{1b}", 64), "\\\\u{1b}");
         assert_eq!(escaped("a\"b"), "\"a\\\"b\"");
+        // Arbitrary text: nothing unsafe comes out, and the length is bounded.
+        for _ in 0..10_000 {
+            let text: String = (0..rand::random_range(0..100))
+                .map(|_| char::from_u32(rand::random_range(0..0x11_0000)).unwrap_or('\u{1b}'))
+                .collect();
+            let shown = printable(&text, 64);
+            assert!(shown.chars().all(|c| !c.is_control()), "{shown:?}");
+            assert!(shown.chars().count() <= 64 * 10 + 1);
+        }
     }
 }
