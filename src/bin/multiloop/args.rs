@@ -97,6 +97,17 @@ mod tests {
             );
         }
         assert!(duration("2h", Duration::from_secs(3600)).is_err());
+        // Arbitrary text of digits, dots and units: a duration in bounds or an error, never a
+        // panic.
+        let alphabet = ['0', '1', '9', '.', 'm', 's', 'h', ' ', '-', 'e'];
+        for _ in 0..5_000 {
+            let text: String = (0..rand::random_range(0..30))
+                .map(|_| alphabet[rand::random_range(0..alphabet.len())])
+                .collect();
+            if let Ok(d) = duration(&text, DAY) {
+                assert!(!d.is_zero() && d <= DAY, "{text:?}: {d:?}");
+            }
+        }
     }
 
     #[test]
