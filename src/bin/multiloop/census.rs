@@ -45,8 +45,8 @@ pub(crate) struct WatchArgs {
     /// Time between views, such as 1s or 500ms.
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     interval: Duration,
-    /// Stop after this long, such as 60s, whatever the interval; otherwise until interrupted
-    /// (Ctrl-C).
+    /// Stop after this long, such as 60s, whatever the interval; otherwise when interrupted
+    /// (Ctrl-C), or after 24 hours.
     #[arg(long = "for", value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// How many of the busiest sources to show.
