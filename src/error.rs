@@ -27,19 +27,23 @@ pub enum DialErrorKind {
     /// The sources cannot reach the target: a loopback source with a non-loopback target, or
     /// sources of the wrong address family. Detected before any socket is created.
     Mismatch,
-    /// Any other I/O error, including a failed name lookup.
+    /// Any other I/O error.
     Io,
+    /// The target's host name did not resolve to an address (the name lookup failed or found
+    /// nothing). [`DialError::host`] names the host when the dialer knew it.
+    Resolve,
 }
 
 impl DialErrorKind {
     /// All kinds, in declaration order.
-    pub const ALL: [DialErrorKind; 6] = [
+    pub const ALL: [DialErrorKind; 7] = [
         DialErrorKind::PortsExhausted,
         DialErrorKind::Refused,
         DialErrorKind::Timeout,
         DialErrorKind::FdLimit,
         DialErrorKind::Mismatch,
         DialErrorKind::Io,
+        DialErrorKind::Resolve,
     ];
 
     /// A short, stable, snake_case name, for metrics labels and log fields.
@@ -51,6 +55,7 @@ impl DialErrorKind {
             DialErrorKind::FdLimit => "fd_limit",
             DialErrorKind::Mismatch => "mismatch",
             DialErrorKind::Io => "io",
+            DialErrorKind::Resolve => "resolve",
         }
     }
 
@@ -96,6 +101,11 @@ impl DialErrorKind {
                 "dial the target with sources of its own family and scope: loopback sources reach \
                  only loopback targets"
             }
+            DialErrorKind::Resolve => {
+                "check the host name's spelling and that this host's resolver knows it \
+                 (/etc/hosts, /etc/resolv.conf; `getent hosts NAME` asks the same way), or give \
+                 the target as an address, such as 127.0.0.1:11211"
+            }
             DialErrorKind::Io => "",
         }
     }
@@ -110,6 +120,7 @@ impl fmt::Display for DialErrorKind {
             DialErrorKind::FdLimit => "file descriptor limit reached",
             DialErrorKind::Mismatch => "source/target mismatch",
             DialErrorKind::Io => "I/O error",
+            DialErrorKind::Resolve => "name lookup failed",
         })
     }
 }
@@ -141,6 +152,8 @@ struct Failed {
     sources: Vec<IpAddr>,
     attempts: u32,
     error: io::Error,
+    /// The `host:port` looked up, for [`DialErrorKind::Resolve`].
+    host: Option<String>,
 }
 
 impl fmt::Debug for DialError {
@@ -148,6 +161,7 @@ impl fmt::Debug for DialError {
         f.debug_struct("DialError")
             .field("kind", &self.0.kind)
             .field("target", &self.0.target)
+            .field("host", &self.0.host)
             .field("sources", &self.0.sources)
             .field("attempts", &self.0.attempts)
             .field("error", &self.0.error)
@@ -169,7 +183,15 @@ impl DialError {
             sources,
             attempts,
             error,
+            host: None,
         }))
+    }
+
+    /// A name lookup that failed or found no address; `host` is `host:port` when known.
+    pub(crate) fn resolve(host: Option<String>, error: io::Error) -> Self {
+        let mut e = DialError::new(DialErrorKind::Resolve, None, Vec::new(), 0, error);
+        e.0.host = host;
+        e
     }
 
     /// A dial that could not start because the dialer could not be built.
@@ -192,6 +214,13 @@ impl DialError {
     /// The target address, or `None` when the name did not resolve to any address.
     pub fn target(&self) -> Option<SocketAddr> {
         self.0.target
+    }
+
+    /// The `host:port` whose lookup failed, for [`DialErrorKind::Resolve`]: set when a pool's
+    /// [`Target::Host`](crate::Target::Host) or the tower service's URI gave the name; `None`
+    /// from [`Dialer::connect`](crate::Dialer::connect), whose caller holds the name.
+    pub fn host(&self) -> Option<&str> {
+        self.0.host.as_deref()
     }
 
     /// The source addresses tried, in order. For [`DialErrorKind::PortsExhausted`] without any
@@ -218,7 +247,9 @@ impl DialError {
             DialErrorKind::Refused => io::ErrorKind::ConnectionRefused,
             DialErrorKind::Timeout => io::ErrorKind::TimedOut,
             DialErrorKind::Mismatch => io::ErrorKind::InvalidInput,
-            DialErrorKind::FdLimit | DialErrorKind::Io => self.0.error.kind(),
+            DialErrorKind::FdLimit | DialErrorKind::Io | DialErrorKind::Resolve => {
+                self.0.error.kind()
+            }
         }
     }
 }
@@ -226,6 +257,9 @@ impl DialError {
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.kind)?;
+        if let Some(host) = &self.0.host {
+            write!(f, " for {host}")?;
+        }
         if let Some(target) = self.0.target {
             write!(f, " dialing {target}")?;
         }
@@ -479,12 +513,14 @@ impl DialError {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::new(self.0.error.kind(), self.0.error.to_string()),
         };
-        DialError::new(
+        let mut copy = DialError::new(
             self.0.kind,
             self.0.target,
             self.0.sources.clone(),
             self.0.attempts,
             error,
-        )
+        );
+        copy.0.host.clone_from(&self.0.host);
+        copy
     }
 }

@@ -441,6 +441,25 @@ async fn a_pool_name_is_registered_once() {
     assert!(registry.unregister("dup"));
     registry.register(&b).unwrap();
     assert_eq!(registry.names(), ["dup"]);
+    // The longest name a pool takes (128 characters, of 4 bytes each here) is addressable.
+    let long = "\u{10ffff}".repeat(128);
+    let pool = Pool::builder(server.addr).name(&long).build().unwrap();
+    registry.register(&pool).unwrap();
+    let path = multiloop::admin::Route::Show.path(Some(&long));
+    let (code, body) = http(
+        server_admin(&registry).await,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+/// The registry's admin endpoint on a loopback port of its own.
+async fn server_admin(registry: &Registry) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(admin::serve(listener, Admin::new(registry.clone())));
+    addr
 }
 
 /// On one thread, so that the capture sees the server task's events.

@@ -239,7 +239,7 @@ async fn the_builder_resolves_nothing_and_a_get_fails_within_the_connect_timeout
     assert!(
         matches!(
             dial.kind(),
-            multiloop::DialErrorKind::Io | multiloop::DialErrorKind::Timeout
+            multiloop::DialErrorKind::Resolve | multiloop::DialErrorKind::Timeout
         ),
         "{err}"
     );

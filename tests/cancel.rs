@@ -130,7 +130,7 @@ async fn a_timeout_storm_on_a_slow_handshake_dials_at_most_max_size() {
     assert_eq!(server.seen.accepted() as u64, stats.created, "{stats:?}");
     assert!(stats.created <= 8, "no more dials than the cap: {stats:?}");
     assert!(
-        stats.abandoned > 0,
+        stats.handed_off > 0,
         "dials outlived their callers: {stats:?}"
     );
     assert_eq!(stats.closed.total(), 0, "nothing dialed was thrown away");
@@ -384,7 +384,7 @@ async fn a_caller_waiting_on_a_dial_takes_a_connection_given_back_first() {
     eventually("the dial finished", || pool.status().dialing == 0).await;
     let stats = pool.stats();
     assert_eq!(stats.created, 2, "{stats:?}");
-    assert_eq!(stats.abandoned, 1, "the dial's connection joined the pool");
+    assert_eq!(stats.handed_off, 1, "the dial's connection joined the pool");
     assert_eq!(pool.status().size, 2);
     assert_eq!(server.seen.accepted(), 2);
 }

@@ -402,10 +402,10 @@ async fn mismatches_fail_before_any_socket_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn unresolvable_names_are_io_errors() {
+async fn unresolvable_names_are_resolve_errors() {
     let dialer = Dialer::builder().build().unwrap();
     let err = dialer.connect("no-such-host.invalid:80").await.unwrap_err();
-    assert_eq!(err.kind(), DialErrorKind::Io);
+    assert_eq!(err.kind(), DialErrorKind::Resolve);
     assert_eq!(err.target(), None);
 }
 

@@ -35,6 +35,9 @@
 //! client does, is skipped by `connect` for every source address until its TIME_WAIT ends, so
 //! a shared range would let naive's leftovers fail the modes after it.
 
+// The `multiloop` command's parsers for durations and port ranges: one set of rules for both.
+#[path = "../../src/bin/multiloop/args.rs"]
+mod args;
 mod child;
 mod metrics;
 mod modes;
@@ -138,41 +141,11 @@ fn parse_range(s: &str) -> Result<PortRange, String> {
     if s == "system" {
         return Ok(PortRange(None));
     }
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("expected LO-HI or \"system\", got {s:?}"))?;
-    let lo: u16 = lo
-        .trim()
-        .parse()
-        .map_err(|e| format!("low port {lo:?}: {e}"))?;
-    let hi: u16 = hi
-        .trim()
-        .parse()
-        .map_err(|e| format!("high port {hi:?}: {e}"))?;
-    if lo == 0 || lo > hi {
-        return Err(format!("{s:?} is not a range of ports: need 1 <= LO <= HI"));
-    }
-    Ok(PortRange(Some(lo..=hi)))
+    args::port_range(s).map(|r| PortRange(Some(r)))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 20s or 500ms, got {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
-    };
-    if !(secs > 0.0 && secs <= 3600.0) {
-        return Err(format!("{s:?} is out of range: above 0, at most an hour"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    args::duration(s, Duration::from_secs(3600))
 }
 
 /// The ports the crate's tests narrow their sockets to (tests/support, `blocks`).

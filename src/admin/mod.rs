@@ -16,17 +16,24 @@
 //! | `POST /pools/NAME/max-waiters` | `{"max_waiters": 64}` | [`Pool::set_max_waiters`] |
 //! | `POST /pools/NAME/limit` | `{"limit": 8}` or `{"bulkhead": "batch", "limit": 8}` | [`Pool::set_default_limit`] or [`Bulkhead::set_limit`](crate::Bulkhead::set_limit) |
 //!
+//! In code the routes are one list, [`Route`], and the bodies of requests and answers are the
+//! serde types of [`wire`], shared by this handler and the `multiloop` command.
+//!
 //! `NAME` is the pool's [name](Pool::name), percent-encoded where it has to be. Answers are
-//! JSON; an error is `{"error": "...", "field": "..."}` with a 4xx status naming the field or
-//! part of the request at fault.
+//! JSON; an error is `{"error": "...", "field": "..."}` ([`wire::Refusal`]) with a 4xx status
+//! naming the field or part of the request at fault, and the `multiloop` command or flag that
+//! fixes it.
 //!
 //! **Safe by default.** Reads are open to whoever reaches the handler; every mutating call
-//! needs `Authorization: Bearer TOKEN` with the token the service set ([`Admin::token`],
-//! compared in constant time), and without one set mutating calls are refused. Each change is
+//! needs `Authorization: Bearer TOKEN` (the scheme in any case) with the token the service set
+//! ([`Admin::token`], compared in constant time), and without one set mutating calls are
+//! refused. Each change is
 //! logged once (a `tracing` warning, target `multiloop::admin`) with who asked: the peer
 //! address where the server records it ([`Peer`]) and the `X-Multiloop-Actor` header the CLI
-//! sends. Bodies are capped at 4 KiB and read within 5 s; nothing in the handler panics, and a
-//! panic there would still become a 500, not a dead server task.
+//! sends, names escaped so that a hostile name cannot split or forge a log line. Bodies are
+//! capped at 4 KiB and read within 5 s; nothing in the handler panics, and a panic there would
+//! still become a 500, not a dead server task. [`serve`] keeps room for responders whatever
+//! idle, slow or polling clients do (see there).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,15 +49,18 @@
 //! # }
 //! ```
 
+mod fault;
 mod handler;
-mod json;
+mod route;
 mod serve;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 pub use handler::{Admin, MAX_BODY};
-pub use serve::{MAX_CONNECTIONS, Peer, serve};
+pub use route::Route;
+pub use serve::{MAX_CONNECTIONS, MAX_REQUESTS_PER_CONNECTION, Peer, serve};
 
 use crate::connector::Connector;
 use crate::error::ConfigError;
@@ -130,11 +140,22 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `name` when a pool of that name is registered already, or
+    /// A [`ConfigError`] naming `name` when a pool of that name is registered already, when
+    /// the name is empty or longer than 512 bytes (the admin endpoint could not address it), or
     /// when the registry holds [`MAX_POOLS`] pools.
     pub fn register<C: Connector>(&self, pool: &Pool<C>) -> Result<(), ConfigError> {
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         let name = pool.name();
+        if name.is_empty() || name.len() > route::MAX_NAME {
+            return Err(ConfigError::new(
+                "name",
+                format!(
+                    "the admin endpoint serves pools named with 1 to {} bytes; give the pool a \
+                     shorter name (PoolBuilder::name)",
+                    route::MAX_NAME
+                ),
+            ));
+        }
         if pools.contains_key(name) {
             return Err(ConfigError::new(
                 "name",

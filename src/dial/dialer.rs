@@ -123,9 +123,19 @@ impl Dialer {
     ///   included), [`FdLimit`](DialErrorKind::FdLimit): not retried;
     /// - [`Mismatch`](DialErrorKind::Mismatch): the sources cannot reach the target, found before
     ///   any socket is created;
-    /// - [`Io`](DialErrorKind::Io): anything else, such as a failed name lookup.
+    /// - [`Resolve`](DialErrorKind::Resolve): the name did not resolve;
+    /// - [`Io`](DialErrorKind::Io): anything else.
     pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> Result<TcpStream, DialError> {
-        let result = self.connect_any(addr, None).await;
+        let result = self.connect_any(addr, None, None).await;
+        self.finish(result)
+    }
+
+    /// [`connect`](Dialer::connect) to a host name and port, whose failed lookup names them.
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) async fn connect_host(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        let result = self
+            .connect_any((host, port), None, Some((host, port)))
+            .await;
         self.finish(result)
     }
 
@@ -137,9 +147,9 @@ impl Dialer {
         pinned: Option<IpAddr>,
     ) -> Result<Stream, DialError> {
         let result = match target {
-            Target::Tcp(addr) => self.connect_any(*addr, pinned).await.map(Stream::Tcp),
+            Target::Tcp(addr) => self.connect_any(*addr, pinned, None).await.map(Stream::Tcp),
             Target::Host { host, port } => self
-                .connect_any((host.as_str(), *port), pinned)
+                .connect_any((host.as_str(), *port), pinned, Some((host, *port)))
                 .await
                 .map(Stream::Tcp),
             #[cfg(unix)]
@@ -162,21 +172,36 @@ impl Dialer {
         result
     }
 
+    /// `name` is the host name and port looked up, when the caller knows them, for a failed
+    /// lookup's message.
     async fn connect_any<A: ToSocketAddrs>(
         &self,
         addr: A,
         pinned: Option<IpAddr>,
+        name: Option<(&str, u16)>,
     ) -> Result<TcpStream, DialError> {
+        let name = || {
+            name.map(|(host, port)| {
+                Target::Host {
+                    host: host.to_owned(),
+                    port,
+                }
+                .to_string()
+            })
+        };
         let timeout = self.inner.opts.connect_timeout;
         // One deadline for the lookup and every address: a silent resolver costs one timeout.
         let deadline = Instant::now() + timeout;
         let targets = match tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await {
             Ok(Ok(targets)) => targets,
-            Ok(Err(e)) => return Err(DialError::new(DialErrorKind::Io, None, Vec::new(), 0, e)),
+            Ok(Err(e)) => return Err(DialError::resolve(name(), e)),
             Err(_) => {
+                let what = name().map_or_else(String::new, |n| format!(" of {n}"));
                 let e = io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("name lookup took longer than the connect timeout ({timeout:?})"),
+                    format!(
+                        "the name lookup{what} took longer than the connect timeout ({timeout:?})"
+                    ),
                 );
                 return Err(DialError::new(
                     DialErrorKind::Timeout,
@@ -195,15 +220,9 @@ impl Dialer {
             }
         }
         Err(last.unwrap_or_else(|| {
-            DialError::new(
-                DialErrorKind::Io,
-                None,
-                Vec::new(),
-                0,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the address resolved to no socket address",
-                ),
+            DialError::resolve(
+                name(),
+                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"),
             )
         }))
     }
@@ -223,7 +242,7 @@ impl Dialer {
                 _ => None,
             };
             let Some((target, rt, range)) = census else {
-                warn_failed(kind, &error, "", suppressed);
+                warn_failed(kind, &error, None, suppressed);
                 return;
             };
             // At most one such read per window: the log line waits for it, the dial does not.
@@ -233,8 +252,8 @@ impl Dialer {
                 let _subscriber = tracing::dispatcher::set_default(&dispatch);
                 let budget = ports::snapshot(target, range)
                     .map(|s| s.summary())
-                    .unwrap_or_default();
-                warn_failed(kind, &error, &budget, suppressed);
+                    .unwrap_or_else(|e| format!("unread: {e}"));
+                warn_failed(kind, &error, Some(&budget), suppressed);
             }));
         });
     }
@@ -289,16 +308,26 @@ impl Dialer {
     }
 }
 
-/// The first dial failure of its kind in a window, with the port budget where one was read.
-fn warn_failed(kind: &str, error: &str, budget: &str, suppressed: u64) {
-    tracing::warn!(
-        kind,
-        error,
-        port_budget = budget,
-        suppressed_in_last_window = suppressed,
-        "multiloop: dial failed; further failures of this kind are counted and summarized once \
-         per window"
-    );
+/// The first dial failure of its kind in a window, with the port budget where one was read
+/// (a ports-exhausted failure; other kinds have no such field).
+fn warn_failed(kind: &str, error: &str, budget: Option<&str>, suppressed: u64) {
+    match budget {
+        Some(budget) => tracing::warn!(
+            kind,
+            error,
+            port_budget = budget,
+            suppressed_in_last_window = suppressed,
+            "multiloop: dial failed; further failures of this kind are counted and summarized \
+             once per window"
+        ),
+        None => tracing::warn!(
+            kind,
+            error,
+            suppressed_in_last_window = suppressed,
+            "multiloop: dial failed; further failures of this kind are counted and summarized \
+             once per window"
+        ),
+    }
 }
 
 impl fmt::Debug for Dialer {

@@ -57,7 +57,7 @@ impl tower_service::Service<Uri> for Dialer {
         let dialer = self.clone();
         Box::pin(async move {
             let (host, port) = host_and_port(&uri)?;
-            let stream = dialer.connect((host.as_str(), port)).await?;
+            let stream = dialer.connect_host(&host, port).await?;
             Ok(TokioIo::new(stream))
         })
     }

@@ -51,6 +51,8 @@ pub struct FailureCounts {
     pub mismatch: u64,
     /// [`DialErrorKind::Io`].
     pub io: u64,
+    /// [`DialErrorKind::Resolve`].
+    pub resolve: u64,
 }
 
 impl FailureCounts {
@@ -63,6 +65,7 @@ impl FailureCounts {
             DialErrorKind::FdLimit => self.fd_limit,
             DialErrorKind::Mismatch => self.mismatch,
             DialErrorKind::Io => self.io,
+            DialErrorKind::Resolve => self.resolve,
         }
     }
 
@@ -163,6 +166,7 @@ impl DialCounters {
                 fd_limit: failure(DialErrorKind::FdLimit),
                 mismatch: failure(DialErrorKind::Mismatch),
                 io: failure(DialErrorKind::Io),
+                resolve: failure(DialErrorKind::Resolve),
             },
             retries: self.retries.load(Ordering::Relaxed),
             quarantined,
@@ -200,9 +204,11 @@ pub struct PoolStats {
     /// ran, whether or not the get that started them still waited. With `created`, this
     /// accounts for every dial the pool started.
     pub create_errors: u64,
-    /// Dials that finished after the get that started them had gone (timed out or cancelled).
-    /// Their connections went to the pool as idle: a cancelled get costs no handshake.
-    pub abandoned: u64,
+    /// Dials handed off to the pool: the get that started the dial no longer waited for it when
+    /// it finished, because a connection given back served that get first (the common case
+    /// under load, not an error), or because the get timed out or was cancelled. Their
+    /// connections went to the pool as idle, so no handshake was wasted.
+    pub handed_off: u64,
     /// Connections given back with a request in flight that the connector made clean again
     /// ([`Connector::recover`](crate::Connector::recover)) instead of closing.
     pub recovered: u64,
@@ -272,6 +278,7 @@ pub(crate) struct PoolCounters {
     pub(crate) create_failed: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) create_errors: AtomicU64,
+    /// Counts [`PoolStats::handed_off`].
     pub(crate) abandoned: AtomicU64,
     pub(crate) recovered: AtomicU64,
     closed: [AtomicU64; 5],
@@ -296,7 +303,7 @@ impl PoolCounters {
             create_failed: load(&self.create_failed),
             created: load(&self.created),
             create_errors: load(&self.create_errors),
-            abandoned: load(&self.abandoned),
+            handed_off: load(&self.abandoned),
             recovered: load(&self.recovered),
             closed: ClosedCounts {
                 broken: closed(CloseReason::Broken),

@@ -93,8 +93,8 @@ impl Export {
         }
         metrics::counter!("multiloop.pool.gets.failed", POOL => n.clone())
             .absolute(stats.create_failed);
-        metrics::counter!("multiloop.pool.connections.abandoned", POOL => n.clone())
-            .absolute(stats.abandoned);
+        metrics::counter!("multiloop.pool.connections.handed_off", POOL => n.clone())
+            .absolute(stats.handed_off);
         metrics::counter!("multiloop.pool.connections.recovered", POOL => n.clone())
             .absolute(stats.recovered);
         let c = stats.closed;
@@ -186,9 +186,9 @@ fn describe() {
             "gets that failed to dial or set up a connection"
         );
         describe_counter!(
-            "multiloop.pool.connections.abandoned",
+            "multiloop.pool.connections.handed_off",
             Unit::Count,
-            "dials that outlived their caller, pooled"
+            "dials whose caller was served first (or gave up), their connections pooled"
         );
         describe_counter!(
             "multiloop.pool.connections.recovered",

@@ -11,6 +11,8 @@ use clap::Args;
 use multiloop::ports::{self, Census, PortSnapshot};
 use serde_json::{Value, json};
 
+use crate::out::{complain, say};
+
 /// How long a name lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,7 +45,8 @@ pub(crate) struct WatchArgs {
     /// Time between views, such as 1s or 500ms.
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     interval: Duration,
-    /// Stop after this long, such as 60s; otherwise until interrupted (Ctrl-C).
+    /// Stop after this long, such as 60s, whatever the interval; otherwise when interrupted
+    /// (Ctrl-C), or after 24 hours.
     #[arg(long = "for", value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// How many of the busiest sources to show.
@@ -58,10 +61,17 @@ async fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
     }
     let lookup = tokio::net::lookup_host(target);
     let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
-        Err(_) => return Err(format!("looking up {target:?} took over 2 s")),
+        Err(_) => {
+            return Err(format!(
+                "looking up {target:?} took over 2 s; give TARGET as an address, such as \
+                 127.0.0.1:11211"
+            ));
+        }
         Ok(Err(e)) => {
             return Err(format!(
-                "{target:?} is not host:port or does not resolve: {e}"
+                "{target:?} is not host:port or does not resolve: {e}; check the name \
+                 (`getent hosts NAME` looks it up the same way) or give TARGET as an address, \
+                 such as 127.0.0.1:11211"
             ));
         }
         Ok(Ok(found)) => found,
@@ -74,7 +84,9 @@ async fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
         }
     }
     if addrs.is_empty() {
-        return Err(format!("{target:?} resolves to no address"));
+        return Err(format!(
+            "{target:?} resolves to no address; give TARGET as an address, such as 127.0.0.1:11211"
+        ));
     }
     Ok(addrs)
 }
@@ -93,12 +105,17 @@ async fn snapshots(
     })
     .await
     .map_err(|e| format!("the census failed: {e}"))?
-    .map_err(|e| format!("could not read the socket tables: {e}"))
+    .map_err(|e| {
+        format!(
+            "could not read the socket tables: {e}; run `multiloop doctor` on the host, and in \
+             the network namespace, where the client runs"
+        )
+    })
 }
 
 pub(crate) async fn doctor(args: DoctorArgs) -> ExitCode {
     if !(args.max_utilization > 0.0 && args.max_utilization <= 1.0) {
-        eprintln!("multiloop doctor: --max-utilization must be above 0.0 and at most 1.0");
+        complain!("multiloop doctor: --max-utilization must be above 0.0 and at most 1.0");
         return ExitCode::from(2);
     }
     let result = match resolve(&args.target).await {
@@ -108,7 +125,7 @@ pub(crate) async fn doctor(args: DoctorArgs) -> ExitCode {
     let snaps = match result {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("multiloop doctor: {e}");
+            complain!("multiloop doctor: {e}");
             return ExitCode::from(2);
         }
     };
@@ -125,13 +142,13 @@ pub(crate) async fn doctor(args: DoctorArgs) -> ExitCode {
             "max_utilization": args.max_utilization,
             "addresses": snaps.iter().map(snapshot_json).collect::<Vec<_>>(),
         });
-        println!("{out:#}");
+        say!("{out:#}");
     } else {
         for s in &snaps {
-            println!("{s}\n");
+            say!("{s}\n");
         }
         if let (true, Some(w)) = (at_risk, worst) {
-            println!(
+            say!(
                 "VERDICT: AT RISK. {} ({:.0}% > {:.0}%). New connections from that source will \
                  soon fail; spread sources over 127.0.0.0/8 and bound connections with a pool.",
                 w.summary(),
@@ -139,7 +156,7 @@ pub(crate) async fn doctor(args: DoctorArgs) -> ExitCode {
                 100.0 * args.max_utilization
             );
         } else {
-            println!(
+            say!(
                 "VERDICT: OK. Busiest source at {:.1}% of its ports (threshold {:.0}%).",
                 100.0 * utilization,
                 100.0 * args.max_utilization
@@ -180,12 +197,14 @@ pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
     let addrs = match resolve(&args.target).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("multiloop watch: {e}");
+            complain!("multiloop watch: {e}");
             return ExitCode::from(2);
         }
     };
     let started = Instant::now();
-    let deadline = args.duration.map(|d| started + d);
+    // A deadline no interval outlasts: a view is cut short, not waited for.
+    let deadline =
+        tokio::time::Instant::from_std(started) + args.duration.unwrap_or(multiloop::MAX_DURATION);
     let tty = std::io::stdout().is_terminal();
     // The busiest source's ports over the last ten views, for the trend.
     let mut history: VecDeque<(Instant, usize)> = VecDeque::with_capacity(11);
@@ -193,18 +212,23 @@ pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let over = tokio::time::sleep_until(deadline);
+    tokio::pin!(over);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = &mut interrupted => return ExitCode::SUCCESS,
+            () = &mut over => return ExitCode::SUCCESS,
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return ExitCode::SUCCESS;
-        }
-        let snaps = match snapshots(&addrs, &args.port_range).await {
+        let snaps = tokio::select! {
+            snaps = snapshots(&addrs, &args.port_range) => snaps,
+            _ = &mut interrupted => return ExitCode::SUCCESS,
+            () = &mut over => return ExitCode::SUCCESS,
+        };
+        let snaps = match snaps {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("multiloop watch: {e}");
+                complain!("multiloop watch: {e}");
                 return ExitCode::from(2);
             }
         };

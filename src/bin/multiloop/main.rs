@@ -10,10 +10,23 @@
 //! multiloop limit cache 4 --bulkhead batch
 //! ```
 //!
-//! Exit status: 0 when all is well, 1 when `doctor` finds a source at risk or the service
-//! refuses a call, 2 on bad input or when the tables or the service cannot be reached.
+//! Exit status, for every command:
+//!
+//! - 0: all is well: `doctor` finds every source below `--max-utilization`; the service's
+//!   answer (2xx) is its JSON and, for a change, confirms the change was made.
+//! - 1: `doctor` finds a source at risk; the service refused the call (any 4xx or 5xx answer,
+//!   JSON or not).
+//! - 2: bad input (arguments), or no usable answer: the target does not resolve or the socket
+//!   tables cannot be read; the service cannot be reached, does not answer within 10 s, or
+//!   answers with something other than the admin endpoint's JSON (a 2xx that is not it or does
+//!   not confirm the change, or another status, such as a redirect).
+//!
+//! A closed stdout (a pipe into `head`) changes nothing: the command ends quietly with the
+//! status it would have had.
 
+mod args;
 mod census;
+mod out;
 mod remote;
 
 use std::process::ExitCode;
@@ -99,7 +112,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("multiloop: cannot start: {e}");
+            out::complain!("multiloop: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
@@ -133,35 +146,12 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m` or `1h`, up to 24 hours.
+/// A duration for `--interval` and `--for`: see [`args::duration`]; at most 24 hours.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, such as 30s"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: the unit must be ms, s, m or h")),
-    };
-    if d.is_zero() || d > multiloop::MAX_DURATION {
-        return Err(format!("{s:?}: must be above 0 and at most 24h"));
-    }
-    Ok(d)
+    args::duration(s, multiloop::MAX_DURATION)
 }
 
-/// Parses `LO-HI` with 1 <= LO <= HI.
+/// A port range for `--port-range`: see [`args::port_range`].
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or("expected LO-HI, such as 40000-40999")?;
-    let lo: u16 = lo.parse().map_err(|_| format!("{lo:?} is not a port"))?;
-    let hi: u16 = hi.parse().map_err(|_| format!("{hi:?} is not a port"))?;
-    if lo == 0 || lo > hi {
-        return Err(format!("{s:?}: need 1 <= LO <= HI"));
-    }
-    Ok(lo..=hi)
+    args::port_range(s)
 }
