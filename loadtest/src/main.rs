@@ -1,10 +1,10 @@
 //! Replays the incident multiloop exists for, and shows how each layer stops it.
 //!
 //! ```text
-//! cargo run --release --example loadtest                      # all modes, about a minute
-//! cargo run --release --example loadtest -- --mode naive --duration 10s
-//! cargo run --release --example loadtest -- --json out.json --svg timeline.svg
-//! cargo run --release --example loadtest -- --target 127.0.0.1:11211   # a real memcached
+//! cargo run --release -p loadtest                      # all modes, about 95 s
+//! cargo run --release -p loadtest -- --mode naive --duration 10s
+//! cargo run --release -p loadtest -- --json out.json --svg timeline.svg
+//! cargo run --release -p loadtest -- --target 127.0.0.1:11211   # a real memcached
 //! ```
 //!
 //! A stream of batch requests (`--batch` keys each, `--rps` per second) goes to a memcached
@@ -53,8 +53,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use metrics::{ModeSummary, Recorder, Sampler};
 use modes::{Keys, Mode, Settings};
-#[allow(unused_imports)]
-use serde as _;
 use server::Target;
 
 #[derive(Parser, Debug)]
