@@ -35,12 +35,14 @@
 //! client does, is skipped by `connect` for every source address until its TIME_WAIT ends, so
 //! a shared range would let naive's leftovers fail the modes after it.
 
+mod chart;
 mod child;
 mod metrics;
 mod modes;
 mod netns;
 mod report;
 mod server;
+mod summary;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -51,9 +53,10 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use metrics::{ModeSummary, Recorder, Sampler};
+use metrics::{Recorder, Sampler};
 use modes::{Keys, Mode, Settings};
 use server::Target;
+use summary::ModeSummary;
 
 #[derive(Parser, Debug)]
 #[command(about = "Replays the port-exhaustion incident against a memcached target, mode by mode")]
@@ -94,6 +97,10 @@ struct Args {
     /// Start the system's memcached binary for the run instead of the embedded server.
     #[arg(long)]
     spawn_memcached: bool,
+    /// Stop a mode still running after this long, whatever it is stuck in; its figures are
+    /// then its last report. Default: --duration plus 20 s.
+    #[arg(long, value_parser = parse_duration)]
+    time_limit: Option<Duration>,
     /// Write the summary as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -213,14 +220,20 @@ async fn run_mode(
     );
     bar.set_prefix(mode.name());
     let seconds = (settings.duration + settings.drain).as_secs() as usize + 2;
-    let recorder = Arc::new(Recorder::new(seconds));
+    let recorder = Arc::new(Recorder::new(seconds, settings.plan()));
     let settings = Settings {
         port_range: block_for(mode, &settings.port_range)?,
         ..settings.clone()
     };
-    let sampler = Sampler::start(target, settings.port_range.clone());
+    let sampler = Sampler::start(
+        mode.name(),
+        target,
+        settings.port_range.clone(),
+        recorder.clone(),
+    );
     modes::run(mode, target, &settings, keys, recorder.clone(), &bar).await?;
-    Ok(ModeSummary::collect(mode.name(), &recorder, sampler))
+    let samples = sampler.finish();
+    Ok(ModeSummary::build(mode.name(), &recorder, &samples))
 }
 
 fn main() -> std::process::ExitCode {
@@ -313,6 +326,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         port_range: args.port_range.0.clone(),
         key_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
+        time_limit: args
+            .time_limit
+            .unwrap_or(args.duration + Duration::from_secs(5) + child::GRACE),
     };
     let keys = Keys(settings.batch);
     if !args.child {
@@ -454,8 +470,14 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
     }
     if let Some(path) = &args.svg {
         create_parent(path)?;
-        let seconds = (settings.duration + settings.drain).as_secs_f64().ceil() as u32;
-        report::svg(path, &summaries, seconds).map_err(|e| format!("{}: {e}", path.display()))?;
+        let setting = chart::Setting {
+            title: format!(
+                "multiloop load test: {} batch requests/s of {} keys each, for {:?} per mode",
+                settings.rps, settings.batch, settings.duration
+            ),
+            asked_per_s: settings.rps * settings.batch as f64,
+        };
+        chart::svg(path, &summaries, &setting).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     if args.check {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::metrics::{ErrKind, Outcome, Recorder};
+use crate::metrics::{ErrKind, Outcome, Plan, Recorder};
 
 /// A batch's keys, made one at a time from their index: the batch costs no memory of its own,
 /// so what a mode holds does not grow with `--batch`.
@@ -69,6 +69,22 @@ pub struct Settings {
     pub key_timeout: Duration,
     /// How long in-flight requests may finish after the mode's duration.
     pub drain: Duration,
+    /// When the harness stops the mode's process, whatever it is stuck in.
+    pub time_limit: Duration,
+}
+
+impl Settings {
+    /// What a mode is asked for: a request every `1/rps` seconds for `duration`, the first at
+    /// once.
+    pub fn plan(&self) -> Plan {
+        let requests = (self.duration.as_secs_f64() * self.rps - 1e-9)
+            .ceil()
+            .max(1.0) as u64;
+        Plan {
+            requests,
+            batch: self.batch as u64,
+        }
+    }
 }
 
 /// One memcached `get` round trip; a miss or a hit both count as success.
@@ -264,8 +280,7 @@ impl Client {
     }
 }
 
-/// The counters so far, for the progress bar and for the harness, which keeps the last line it
-/// saw in case it has to stop the mode.
+/// The counters so far, for the progress bar.
 fn progress_line(recorder: &Recorder) -> String {
     let (shed, failed) = recorder.shed_and_failed();
     format!(
@@ -322,11 +337,7 @@ pub async fn run(
         tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
                 bar.set_position(started.elapsed().as_millis() as u64);
-                let line = progress_line(&recorder);
-                // The harness reads this from the mode's process, to report it if the mode
-                // outlives its time limit.
-                println!("PROGRESS {line}");
-                bar.set_message(line);
+                bar.set_message(progress_line(&recorder));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -334,11 +345,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / s.rps));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut requests = JoinSet::new();
-    loop {
+    // At most the planned requests: a tick period rounded down must not add one at the end.
+    for _ in 0..s.plan().requests {
         ticker.tick().await;
         if Instant::now() >= end {
             break;
         }
+        recorder.request_sent();
         let (client, recorder) = (client.clone(), recorder.clone());
         let timeout = s.key_timeout;
         requests.spawn(async move {

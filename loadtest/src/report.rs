@@ -1,11 +1,8 @@
-//! The summary as a table, as JSON, and as an SVG timeline.
+//! The summary as a table and as JSON, and what `--check` finds wrong with it.
 
-use std::path::Path;
-
-use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::metrics::{ModeSummary, Point};
+use crate::summary::ModeSummary;
 
 /// What `--check` finds wrong: naive must fail; the pooled modes must not fail on ports,
 /// descriptors or timeouts, must stay within their pool and keep memory flat. Shedding is not
@@ -13,6 +10,9 @@ use crate::metrics::{ModeSummary, Point};
 pub fn check(summaries: &[ModeSummary], pool_size: usize) -> Vec<String> {
     let mut problems = Vec::new();
     for m in summaries {
+        if let Err(e) = m.accounting() {
+            problems.push(e);
+        }
         if let Some(why) = &m.stopped {
             problems.push(format!("{}: {why}", m.mode));
             continue;
@@ -52,6 +52,14 @@ pub fn table(modes: &[ModeSummary]) -> String {
         rows.push((label.to_string(), modes.iter().map(f).collect()));
     };
     row("", &|m| m.mode.clone());
+    row("how it ended", &|m| {
+        match m.stopped {
+            Some(_) => "STOPPED",
+            None => "finished",
+        }
+        .to_string()
+    });
+    row("keys requested", &|m| m.keys_requested.to_string());
     row("keys served", &|m| m.keys_ok.to_string());
     row("keys shed (saturated)", &|m| m.errors.saturated.to_string());
     row("keys shed (paused)", &|m| m.errors.paused.to_string());
@@ -63,12 +71,17 @@ pub fn table(modes: &[ModeSummary]) -> String {
     row("keys failed: other", &|m| {
         (m.errors.refused + m.errors.other).to_string()
     });
+    row("keys not attempted", &|m| m.keys_not_attempted.to_string());
+    row("  in requests not sent", &|m| m.keys_not_sent.to_string());
+    row("  in requests cut off", &|m| {
+        (m.keys_not_attempted - m.keys_not_sent.min(m.keys_not_attempted)).to_string()
+    });
+    row("requests requested", &|m| m.requests_requested.to_string());
     row("requests all served", &|m| m.requests_ok.to_string());
     row("requests with keys shed", &|m| m.requests_shed.to_string());
     row("requests with failures", &|m| m.requests_failed.to_string());
-    row("  of which unfinished", &|m| {
-        m.requests_unfinished.to_string()
-    });
+    row("  of which cut off", &|m| m.requests_unfinished.to_string());
+    row("requests not sent", &|m| m.requests_not_sent.to_string());
     row("batch latency p50 ms", &|m| {
         format!("{:.1}", m.latency_ms.p50)
     });
@@ -86,7 +99,7 @@ pub fn table(modes: &[ModeSummary]) -> String {
     });
     let width = modes
         .iter()
-        .map(|m| m.keys_ok.to_string().len().max(10))
+        .map(|m| m.keys_requested.to_string().len().max(10))
         .max()
         .unwrap_or(10);
     let mut out = String::new();
@@ -97,6 +110,11 @@ pub fn table(modes: &[ModeSummary]) -> String {
         }
         out.push('\n');
     }
+    out.push_str(
+        "Keys requested = served + shed + failed + not attempted (in requests never sent, or \
+         still waiting when their request was cut off at the end of the drain or the mode was \
+         stopped).\n",
+    );
     for m in modes {
         if let Some(why) = &m.stopped {
             out.push_str(&format!("{}: {why}\n", m.mode));
@@ -113,150 +131,4 @@ struct Summary<'a> {
 pub fn json(modes: &[ModeSummary]) -> String {
     serde_json::to_string_pretty(&Summary { modes })
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-}
-
-fn color(mode: &str) -> RGBColor {
-    match mode {
-        "naive" => RGBColor(214, 39, 40),
-        "spread" => RGBColor(255, 127, 14),
-        "pooled" => RGBColor(44, 160, 44),
-        _ => RGBColor(31, 119, 180),
-    }
-}
-
-type Pick = fn(&Point) -> u64;
-
-/// The kinds of keys not served, each a series of its own.
-const KINDS: [(&str, RGBColor, Pick); 4] = [
-    ("failed: ports, fd", RGBColor(214, 39, 40), |p| {
-        p.failed_ports
-    }),
-    ("failed: timeout", RGBColor(148, 103, 189), |p| {
-        p.failed_timeout
-    }),
-    ("failed: other", RGBColor(140, 86, 75), |p| p.failed_other),
-    ("shed (saturated, paused)", RGBColor(127, 127, 127), |p| {
-        p.shed
-    }),
-];
-
-/// A row of legend entries, drawn in a strip of its own, outside every plot.
-fn legend<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    entries: &[(&str, RGBColor)],
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    let style = ("sans-serif", 16).into_font();
-    area.draw(&Text::new(title.to_string(), (10, 8), style.clone()))?;
-    let mut x = 170;
-    for (name, c) in entries {
-        area.draw(&PathElement::new(
-            vec![(x, 16), (x + 24, 16)],
-            c.stroke_width(3),
-        ))?;
-        area.draw(&Text::new(name.to_string(), (x + 30, 8), style.clone()))?;
-        x += 40 + 9 * name.len() as i32;
-    }
-    Ok(())
-}
-
-/// Draws one panel: `series` over `0..seconds`.
-fn panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    seconds: u32,
-    series: &[(RGBColor, Vec<(u32, u64)>)],
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    let peak = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(28)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0u32..seconds, 0u64..peak + peak / 10 + 1)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the mode started")
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    for (c, points) in series {
-        chart.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?;
-    }
-    Ok(())
-}
-
-/// Over the seconds of the run (`seconds`, the modes' duration and drain): keys served per
-/// second and client sockets in TIME_WAIT, one line per mode; then one panel per mode with
-/// the keys it did not serve, one line per kind. The legends sit in strips of their own.
-pub fn svg(
-    path: &Path,
-    modes: &[ModeSummary],
-    seconds: u32,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = seconds.max(1);
-    let rows = 2 + modes.len().div_ceil(2) as u32;
-    let root = SVGBackend::new(path, (1000, 90 + 300 * rows)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (legends, body) = root.split_vertically(90);
-    let (mode_strip, kind_strip) = legends.split_vertically(40);
-    let names: Vec<(&str, RGBColor)> = modes
-        .iter()
-        .map(|m| (m.mode.as_str(), color(&m.mode)))
-        .collect();
-    legend(&mode_strip, "modes (top panels)", &names)?;
-    let kinds: Vec<(&str, RGBColor)> = KINDS.iter().map(|(n, c, _)| (*n, *c)).collect();
-    legend(&kind_strip, "keys not served", &kinds)?;
-    let line = |m: &ModeSummary, pick: Pick| -> Vec<(u32, u64)> {
-        m.timeline
-            .iter()
-            .filter(|p| (p.second as u32) < seconds)
-            .map(|p| (p.second as u32, pick(p)))
-            .collect()
-    };
-    let (top, rest) = body.split_vertically(600);
-    let top = top.split_evenly((2, 1));
-    let per_mode = |pick: Pick| -> Vec<(RGBColor, Vec<(u32, u64)>)> {
-        modes
-            .iter()
-            .map(|m| (color(&m.mode), line(m, pick)))
-            .collect()
-    };
-    panel(
-        &top[0],
-        "keys served per second",
-        seconds,
-        &per_mode(|p| p.keys_ok),
-    )?;
-    panel(
-        &top[1],
-        "client sockets in TIME_WAIT",
-        seconds,
-        &per_mode(|p| p.time_wait as u64),
-    )?;
-    let cells = rest.split_evenly((modes.len().div_ceil(2).max(1), 2));
-    for (m, area) in modes.iter().zip(cells.iter()) {
-        let series: Vec<_> = KINDS
-            .iter()
-            .map(|(_, c, pick)| (*c, line(m, *pick)))
-            .collect();
-        panel(
-            area,
-            &format!("{}: keys not served per second", m.mode),
-            seconds,
-            &series,
-        )?;
-    }
-    root.present()?;
-    Ok(())
 }
