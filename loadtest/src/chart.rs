@@ -172,6 +172,35 @@ fn per_mode(
     Ok(())
 }
 
+/// Resident memory per mode, on a log scale: the modes differ a hundredfold.
+fn memory(area: &Area<'_>, seconds: f64, modes: &[ModeSummary]) -> Res {
+    let mib = |p: &Point| p.rss_bytes as f64 / (1 << 20) as f64;
+    let all: Vec<f64> = modes
+        .iter()
+        .flat_map(|m| whole_seconds(m).map(mib))
+        .filter(|v| *v > 0.0)
+        .collect();
+    let title = "resident memory of the client, MiB (log scale)";
+    if all.is_empty() {
+        frame!(area, title, seconds, 0f64..1.0, "MiB");
+        return empty(area, "no memory samples");
+    }
+    let lo = all.iter().copied().fold(f64::MAX, f64::min) / 2.0;
+    let hi = all.iter().copied().fold(0.0, f64::max) * 2.0;
+    let mut chart = frame!(area, title, seconds, (lo..hi).log_scale(), "MiB");
+    for m in modes {
+        let (c, w) = look(&m.mode);
+        let points: Vec<(f64, f64)> = whole_seconds(m)
+            .filter(|p| p.rss_bytes > 0)
+            .map(|p| (p.second as f64 + 0.5, mib(p)))
+            .collect();
+        let last = points.last().copied();
+        line(&mut chart, points, c.stroke_width(w), None)?;
+        end_marker(&mut chart, m, last)?;
+    }
+    Ok(())
+}
+
 /// Batch latency per second, per mode, on a log scale: p50 solid, p99 dashed, a dot per second.
 fn latency(area: &Area<'_>, seconds: f64, modes: &[ModeSummary]) -> Res {
     let all: Vec<f64> = modes
@@ -339,15 +368,7 @@ pub fn svg(path: &Path, modes: &[ModeSummary], s: &Setting) -> Res {
         |p| p.time_wait as f64,
         None,
     )?;
-    per_mode(
-        &cells[3],
-        "resident memory of the client, MiB",
-        "MiB",
-        seconds,
-        modes,
-        |p| p.rss_bytes as f64 / (1 << 20) as f64,
-        None,
-    )?;
+    memory(&cells[3], seconds, modes)?;
     let cells = failures.split_evenly((failure_rows, 2));
     for (m, area) in modes.iter().zip(cells.iter()) {
         not_served(area, seconds, m)?;

@@ -236,7 +236,7 @@ pub struct Samples {
     pub peak_rss_bytes: u64,
     /// TIME_WAIT sockets at the end of each second.
     pub time_wait: Vec<usize>,
-    /// Resident memory at the end of each second.
+    /// Resident memory at the end of each second (the last value read, where a read failed).
     pub rss: Vec<u64>,
 }
 
@@ -271,13 +271,18 @@ impl Sampler {
                     }
                     samples.time_wait[second] = time_wait;
                 }
+                // A mode out of descriptors cannot open /proc/self/status either: a read that
+                // fails (0) leaves the second's memory at the last value read.
                 let (threads, rss) = process_status();
                 samples.peak_threads = samples.peak_threads.max(threads);
                 samples.peak_rss_bytes = samples.peak_rss_bytes.max(rss);
+                let last = samples.rss.last().copied().unwrap_or(0);
                 if samples.rss.len() <= second {
-                    samples.rss.resize(second + 1, rss);
+                    samples.rss.resize(second + 1, last);
                 }
-                samples.rss[second] = rss;
+                if rss > 0 {
+                    samples.rss[second] = rss;
+                }
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }

@@ -45,6 +45,17 @@ pub fn check(summaries: &[ModeSummary], pool_size: usize) -> Vec<String> {
     problems
 }
 
+/// A latency cell, or "-" where no request finished.
+fn latency(m: &ModeSummary, ms: f64) -> String {
+    let finished =
+        (m.requests_ok + m.requests_shed + m.requests_failed).saturating_sub(m.requests_unfinished);
+    if finished == 0 {
+        "-".to_string()
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
 /// One row per figure, one column per mode. Keys are served, shed on purpose, or failed.
 pub fn table(modes: &[ModeSummary]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
@@ -82,15 +93,9 @@ pub fn table(modes: &[ModeSummary]) -> String {
     row("requests with failures", &|m| m.requests_failed.to_string());
     row("  of which cut off", &|m| m.requests_unfinished.to_string());
     row("requests not sent", &|m| m.requests_not_sent.to_string());
-    row("batch latency p50 ms", &|m| {
-        format!("{:.1}", m.latency_ms.p50)
-    });
-    row("batch latency p99 ms", &|m| {
-        format!("{:.1}", m.latency_ms.p99)
-    });
-    row("batch latency max ms", &|m| {
-        format!("{:.1}", m.latency_ms.max)
-    });
+    row("batch latency p50 ms", &|m| latency(m, m.latency_ms.p50));
+    row("batch latency p99 ms", &|m| latency(m, m.latency_ms.p99));
+    row("batch latency max ms", &|m| latency(m, m.latency_ms.max));
     row("peak open sockets", &|m| m.peak_sockets.to_string());
     row("peak TIME_WAIT", &|m| m.peak_time_wait.to_string());
     row("peak OS threads", &|m| m.peak_threads.to_string());
@@ -113,7 +118,7 @@ pub fn table(modes: &[ModeSummary]) -> String {
     out.push_str(
         "Keys requested = served + shed + failed + not attempted (in requests never sent, or \
          still waiting when their request was cut off at the end of the drain or the mode was \
-         stopped).\n",
+         stopped). Latency is over the requests that finished; \"-\": none did.\n",
     );
     for m in modes {
         if let Some(why) = &m.stopped {
