@@ -51,7 +51,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use metrics::{Recorder, Sampler};
 use modes::{Keys, Mode, Settings};
@@ -205,7 +204,7 @@ fn block_for(
     }
 }
 
-/// Populates the target, then runs one mode with its progress bar and sampler.
+/// Populates the target, then runs one mode with its progress line and sampler.
 async fn run_mode(
     mode: Mode,
     target: SocketAddr,
@@ -213,12 +212,7 @@ async fn run_mode(
     keys: Keys,
 ) -> Result<ModeSummary, String> {
     modes::populate(target, keys).await?;
-    let bar = ProgressBar::new(settings.duration.as_millis() as u64).with_style(
-        ProgressStyle::with_template("{prefix:>7} [{bar:30}] {elapsed:>4} {msg}")
-            .map_err(|e| e.to_string())?
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(mode.name());
+    let bar = modes::Progress::new(mode.name(), settings.duration);
     let seconds = (settings.duration + settings.drain).as_secs() as usize + 2;
     let recorder = Arc::new(Recorder::new(seconds, settings.plan()));
     let settings = Settings {

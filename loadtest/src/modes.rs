@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use indicatif::ProgressBar;
 use multiloop::{Dialer, Pool, SourceSet};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -280,7 +279,51 @@ impl Client {
     }
 }
 
-/// The counters so far, for the progress bar.
+/// One line of progress on the terminal (stderr), rewritten in place; nothing when stderr is
+/// not a terminal.
+#[derive(Clone)]
+pub struct Progress {
+    mode: &'static str,
+    duration: Duration,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(mode: &'static str, duration: Duration) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            mode,
+            duration,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn line(&self, elapsed: Duration, message: &str) -> String {
+        let done = (elapsed.as_secs_f64() / self.duration.as_secs_f64()).min(1.0);
+        let filled = (done * 30.0) as usize;
+        format!(
+            "\r\x1b[2K{:>7} [{}{}] {:>4.0}s {message}",
+            self.mode,
+            "=".repeat(filled),
+            " ".repeat(30 - filled),
+            elapsed.as_secs_f64()
+        )
+    }
+
+    pub fn show(&self, elapsed: Duration, message: &str) {
+        if self.terminal {
+            eprint!("{}", self.line(elapsed, message));
+        }
+    }
+
+    pub fn finish(&self, elapsed: Duration, message: &str) {
+        if self.terminal {
+            eprintln!("{}", self.line(elapsed, message));
+        }
+    }
+}
+
+/// The counters so far, for the progress line.
 fn progress_line(recorder: &Recorder) -> String {
     let (shed, failed) = recorder.shed_and_failed();
     format!(
@@ -326,7 +369,7 @@ pub async fn run(
     s: &Settings,
     keys: Keys,
     recorder: Arc<Recorder>,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<(), String> {
     let client = Arc::new(Client::new(mode, target, s).map_err(|e| e.to_string())?);
     let started = Instant::now();
@@ -336,8 +379,7 @@ pub async fn run(
         let (bar, recorder, running) = (bar.clone(), recorder.clone(), running.clone());
         tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
-                bar.set_position(started.elapsed().as_millis() as u64);
-                bar.set_message(progress_line(&recorder));
+                bar.show(started.elapsed(), &progress_line(&recorder));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -374,7 +416,7 @@ pub async fn run(
     }
     running.store(false, Ordering::Relaxed);
     let _ = progress.await;
-    bar.finish_with_message(progress_line(&recorder));
+    bar.finish(started.elapsed(), &progress_line(&recorder));
     // Close every connection the client holds.
     match &*client {
         Client::Pooled(pool) => pool.close(),
