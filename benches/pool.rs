@@ -4,7 +4,7 @@
 //! Four pools side by side in one run, each checking a connection on checkout with the same
 //! non-blocking peek, so the comparison is of the pools' own bookkeeping: the multiloop `Pool`
 //! (`Raw` connector) as configured by default, the same without the leak registry (its
-//! `leak_threshold(None)`, as `examples/checkout_cost.rs` measures it under callgrind), raw
+//! `leak_threshold(None)`, as `benches/programs/checkout_cost.rs` measures it under callgrind), raw
 //! deadpool and bb8. In each cell every pool runs `ROUNDS` times, interleaved, in an order that
 //! rotates from round to round; the table gives nanoseconds per cycle, min / median / max, and
 //! the ratios of the medians as rates (above 1.0 multiloop is faster).

@@ -7,9 +7,9 @@
 #   ROUNDS=7 REQUESTS=500000 scripts/bench-e2e.sh
 #
 # redis: redis-benchmark -t get -d 100 (C connections, one thread) beside
-# examples/bench_redis.rs (C tasks on a pool of C), both reading the 100-byte key
+# benches/programs/bench_redis.rs (C tasks on a pool of C), both reading the 100-byte key
 # redis-benchmark's SET wrote. memcached: memcslap --test=get (C threads, one connection each,
-# 20-byte keys, values of 50 to 5,000 bytes) beside examples/bench_memcached.rs (C tasks on a
+# 20-byte keys, values of 50 to 5,000 bytes) beside benches/programs/bench_memcached.rs (C tasks on a
 # pool of C, 20-byte keys, values spread over 50 to 5,000 bytes). Each round runs both sides,
 # in an order that alternates. Prints min/median/max per side and the ratio of each round.
 # Needs redis-server, redis-benchmark, memcached and memcslap (Debian: redis-server,

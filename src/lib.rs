@@ -1,13 +1,56 @@
 //! Connections to a local memcached or redis that cannot run out of ports.
 //!
+//! A library for tokio services that talk to a cache on their own host: a [`Dialer`] that
+//! spreads source addresses over 127.0.0.0/8, so the port space is addresses × ports instead of
+//! 28,232; a [`Pool`] with a hard cap on sockets, a bounded wait queue and a concurrency limit on
+//! every call site, so a fan-out cannot become a connection storm; and telemetry that shows
+//! saturation before it tips, with typed errors ([`DialError`], [`PoolError`]) that say what to
+//! change.
+//!
+//! From a clone of the repository, `cargo run --release -p loadtest` replays the incident
+//! below with four clients side by side, and `cargo test --all-features` runs the tests
+//! against real memcached, redis-server and nutcracker processes.
+//!
+//! # Features
+//!
+//! | feature | what it gives | what it pulls in |
+//! |---|---|---|
+//! | `memcached` (default) | [`memcached::Connector`], `Protocol`, `get_many`: memcached's meta and text protocols, every reply read by its structure and matched to its request, cancellation-aware | `memchr` |
+//! | `redis` | [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`, with protected-mode detection | `redis` |
+//! | `metrics` | a pool's series through the `metrics` facade, in OpenTelemetry's connection-pool names | `metrics` |
+//! | `hyper` | [`Dialer`] as a `tower_service::Service<http::Uri>` for hyper-util's legacy `Client` and tonic (see [`service`]) | `hyper-util`, `tower-service`, `http` |
+//! | `admin` | [`admin::Admin`]: read and switch named pools over HTTP | `hyper` (server), `hyper-util`, `http`, `http-body`, `http-body-util`, `bytes`, `tower-service`, `serde`, `serde_json` |
+//! | `cli` | the `multiloop` command (`doctor`, `watch`, the admin switches); no library items | `admin`, `clap`, hyper's client, tokio's `signal` |
+//!
+//! Without features the pool speaks any protocol through [`Raw`] or a [`Connector`] of your
+//! own, over TCP or, with [`Pool::builder_unix`], a unix domain socket, which uses no ports.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # #[cfg(feature = "memcached")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // At most 64 sockets, dialed from all of 127.0.0.0/8; past that, callers wait or are shed.
+//! let pool = multiloop::Pool::builder("127.0.0.1:11211")
+//!     .connector(multiloop::memcached::Connector::new())
+//!     .build()?;
+//! let keys = (0..20_000).map(|i| format!("key:{i}")); // the incident's batch
+//! let batch = multiloop::memcached::get_many(&pool, keys, 500).await; // multi-gets of 500
+//! println!("{} keys answered, {} chunks failed", batch.answered, batch.failed.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Why: the incident
+//!
 //! A service fanned out one new connection per key to the memcached on its own host; its pool
 //! capped only idle connections, so bursts left tens of thousands of source ports in TIME_WAIT.
 //! When the 28,232 ports of 127.0.0.1 ran out, every dial failed with `EADDRINUSE`, each failure
 //! was logged synchronously, threads piled up and the process was OOM-killed. `multiloop` spreads
-//! source addresses across 127.0.0.0/8, so the port space is (addresses × ports), and reports
-//! every failure as a typed, actionable error.
+//! source addresses across 127.0.0.0/8, bounds connections and concurrency, and reports every
+//! failure as a typed, actionable error, rate-limited in the log.
 //!
-//! # Quick start
+//! # The dialer
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,20 +119,6 @@
 //! blocking thread, at most once per report window). A pool runs its reaper, which ends with
 //! the pool, and short bounded tasks: one per dial in progress and one per connection being
 //! recovered.
-//!
-//! # Features
-//!
-//! - `memcached`: [`memcached::Connector`], memcached's meta and text protocols, every reply
-//!   read by its structure and matched to its request, cancellation-aware.
-//! - `redis`: [`redis::Connector`] and [`redis::pool`], on redis-rs's `MultiplexedConnection`,
-//!   with protected-mode detection.
-//! - `metrics`: a pool's series through the `metrics` facade, in OpenTelemetry's
-//!   connection-pool names (README, "Metrics").
-//! - `hyper`: [`Dialer`] as a `tower_service::Service<http::Uri>`, a connector for hyper-util's
-//!   legacy `Client` and tonic (see [`service`]).
-//!
-//! Without features the pool speaks any protocol through [`Raw`] or a [`Connector`] of your
-//! own, over TCP or, with [`Pool::builder_unix`], a unix domain socket, which uses no ports.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1,5 +1,5 @@
 //! Raw deadpool and bb8 over TCP with the same non-blocking peek on checkout as multiloop's
-//! `Raw`: the baselines of `benches/pool.rs` and `examples/checkout_cost.rs`.
+//! `Raw`: the baselines of `benches/pool.rs` and `benches/programs/checkout_cost.rs`.
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;

@@ -1,10 +1,10 @@
 //! Replays the incident multiloop exists for, and shows how each layer stops it.
 //!
 //! ```text
-//! cargo run --release --example loadtest                      # all modes, about a minute
-//! cargo run --release --example loadtest -- --mode naive --duration 10s
-//! cargo run --release --example loadtest -- --json out.json --svg timeline.svg
-//! cargo run --release --example loadtest -- --target 127.0.0.1:11211   # a real memcached
+//! cargo run --release -p loadtest                      # all modes, about 95 s
+//! cargo run --release -p loadtest -- --mode naive --duration 10s
+//! cargo run --release -p loadtest -- --json out.json --svg timeline.svg
+//! cargo run --release -p loadtest -- --target 127.0.0.1:11211   # a real memcached
 //! ```
 //!
 //! A stream of batch requests (`--batch` keys each, `--rps` per second) goes to a memcached
@@ -38,12 +38,14 @@
 // The `multiloop` command's parsers for durations and port ranges: one set of rules for both.
 #[path = "../../src/bin/multiloop/args.rs"]
 mod args;
+mod chart;
 mod child;
 mod metrics;
 mod modes;
 mod netns;
 mod report;
 mod server;
+mod summary;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -52,13 +54,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use metrics::{ModeSummary, Recorder, Sampler};
+use metrics::{Recorder, Sampler};
 use modes::{Keys, Mode, Settings};
-#[allow(unused_imports)]
-use serde as _;
 use server::Target;
+use summary::ModeSummary;
 
 #[derive(Parser, Debug)]
 #[command(about = "Replays the port-exhaustion incident against a memcached target, mode by mode")]
@@ -99,6 +99,10 @@ struct Args {
     /// Start the system's memcached binary for the run instead of the embedded server.
     #[arg(long)]
     spawn_memcached: bool,
+    /// Stop a mode still running after this long, whatever it is stuck in; its figures are
+    /// then its last report. Default: --duration plus 20 s.
+    #[arg(long, value_parser = parse_duration)]
+    time_limit: Option<Duration>,
     /// Write the summary as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -173,7 +177,7 @@ fn block_for(
     }
 }
 
-/// Populates the target, then runs one mode with its progress bar and sampler.
+/// Populates the target, then runs one mode with its progress line and sampler.
 async fn run_mode(
     mode: Mode,
     target: SocketAddr,
@@ -181,21 +185,22 @@ async fn run_mode(
     keys: Keys,
 ) -> Result<ModeSummary, String> {
     modes::populate(target, keys).await?;
-    let bar = ProgressBar::new(settings.duration.as_millis() as u64).with_style(
-        ProgressStyle::with_template("{prefix:>7} [{bar:30}] {elapsed:>4} {msg}")
-            .map_err(|e| e.to_string())?
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(mode.name());
+    let bar = modes::Progress::new(mode.name(), settings.duration);
     let seconds = (settings.duration + settings.drain).as_secs() as usize + 2;
-    let recorder = Arc::new(Recorder::new(seconds));
+    let recorder = Arc::new(Recorder::new(seconds, settings.plan()));
     let settings = Settings {
         port_range: block_for(mode, &settings.port_range)?,
         ..settings.clone()
     };
-    let sampler = Sampler::start(target, settings.port_range.clone());
+    let sampler = Sampler::start(
+        mode.name(),
+        target,
+        settings.port_range.clone(),
+        recorder.clone(),
+    );
     modes::run(mode, target, &settings, keys, recorder.clone(), &bar).await?;
-    Ok(ModeSummary::collect(mode.name(), &recorder, sampler))
+    let samples = sampler.finish();
+    Ok(ModeSummary::build(mode.name(), &recorder, &samples))
 }
 
 fn main() -> std::process::ExitCode {
@@ -288,6 +293,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
         port_range: args.port_range.0.clone(),
         key_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
+        time_limit: args
+            .time_limit
+            .unwrap_or(args.duration + Duration::from_secs(5) + child::GRACE),
     };
     let keys = Keys(settings.batch);
     if !args.child {
@@ -429,8 +437,14 @@ async fn run(args: Args) -> Result<std::process::ExitCode, String> {
     }
     if let Some(path) = &args.svg {
         create_parent(path)?;
-        let seconds = (settings.duration + settings.drain).as_secs_f64().ceil() as u32;
-        report::svg(path, &summaries, seconds).map_err(|e| format!("{}: {e}", path.display()))?;
+        let setting = chart::Setting {
+            title: format!(
+                "multiloop load test: {} batch requests/s of {} keys each, for {:?} per mode",
+                settings.rps, settings.batch, settings.duration
+            ),
+            asked_per_s: settings.rps * settings.batch as f64,
+        };
+        chart::svg(path, &summaries, &setting).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     if args.check {

@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use indicatif::ProgressBar;
 use multiloop::{Dialer, Pool, SourceSet};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::metrics::{ErrKind, Outcome, Recorder};
+use crate::metrics::{ErrKind, Outcome, Plan, Recorder};
 
 /// A batch's keys, made one at a time from their index: the batch costs no memory of its own,
 /// so what a mode holds does not grow with `--batch`.
@@ -69,6 +68,22 @@ pub struct Settings {
     pub key_timeout: Duration,
     /// How long in-flight requests may finish after the mode's duration.
     pub drain: Duration,
+    /// When the harness stops the mode's process, whatever it is stuck in.
+    pub time_limit: Duration,
+}
+
+impl Settings {
+    /// What a mode is asked for: a request every `1/rps` seconds for `duration`, the first at
+    /// once.
+    pub fn plan(&self) -> Plan {
+        let requests = (self.duration.as_secs_f64() * self.rps - 1e-9)
+            .ceil()
+            .max(1.0) as u64;
+        Plan {
+            requests,
+            batch: self.batch as u64,
+        }
+    }
 }
 
 /// One memcached `get` round trip; a miss or a hit both count as success.
@@ -266,8 +281,51 @@ impl Client {
     }
 }
 
-/// The counters so far, for the progress bar and for the harness, which keeps the last line it
-/// saw in case it has to stop the mode.
+/// One line of progress on the terminal (stderr), rewritten in place; nothing when stderr is
+/// not a terminal.
+#[derive(Clone)]
+pub struct Progress {
+    mode: &'static str,
+    duration: Duration,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(mode: &'static str, duration: Duration) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            mode,
+            duration,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn line(&self, elapsed: Duration, message: &str) -> String {
+        let done = (elapsed.as_secs_f64() / self.duration.as_secs_f64()).min(1.0);
+        let filled = (done * 30.0) as usize;
+        format!(
+            "\r\x1b[2K{:>7} [{}{}] {:>4.0}s {message}",
+            self.mode,
+            "=".repeat(filled),
+            " ".repeat(30 - filled),
+            elapsed.as_secs_f64()
+        )
+    }
+
+    pub fn show(&self, elapsed: Duration, message: &str) {
+        if self.terminal {
+            eprint!("{}", self.line(elapsed, message));
+        }
+    }
+
+    pub fn finish(&self, elapsed: Duration, message: &str) {
+        if self.terminal {
+            eprintln!("{}", self.line(elapsed, message));
+        }
+    }
+}
+
+/// The counters so far, for the progress line.
 fn progress_line(recorder: &Recorder) -> String {
     let (shed, failed) = recorder.shed_and_failed();
     format!(
@@ -313,7 +371,7 @@ pub async fn run(
     s: &Settings,
     keys: Keys,
     recorder: Arc<Recorder>,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<(), String> {
     let client = Arc::new(Client::new(mode, target, s).map_err(|e| e.to_string())?);
     let started = Instant::now();
@@ -323,12 +381,7 @@ pub async fn run(
         let (bar, recorder, running) = (bar.clone(), recorder.clone(), running.clone());
         tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
-                bar.set_position(started.elapsed().as_millis() as u64);
-                let line = progress_line(&recorder);
-                // The harness reads this from the mode's process, to report it if the mode
-                // outlives its time limit.
-                println!("PROGRESS {line}");
-                bar.set_message(line);
+                bar.show(started.elapsed(), &progress_line(&recorder));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -336,11 +389,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / s.rps));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut requests = JoinSet::new();
-    loop {
+    // At most the planned requests: a tick period rounded down must not add one at the end.
+    for _ in 0..s.plan().requests {
         ticker.tick().await;
         if Instant::now() >= end {
             break;
         }
+        recorder.request_sent();
         let (client, recorder) = (client.clone(), recorder.clone());
         let timeout = s.key_timeout;
         requests.spawn(async move {
@@ -363,7 +418,7 @@ pub async fn run(
     }
     running.store(false, Ordering::Relaxed);
     let _ = progress.await;
-    bar.finish_with_message(progress_line(&recorder));
+    bar.finish(started.elapsed(), &progress_line(&recorder));
     // Close every connection the client holds.
     match &*client {
         Client::Pooled(pool) => pool.close(),

@@ -16,7 +16,7 @@
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-#[path = "../benches/common/baselines.rs"]
+#[path = "../common/baselines.rs"]
 mod baselines;
 use baselines::{Bb8Manager, DeadpoolManager};
 

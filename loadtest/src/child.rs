@@ -7,12 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::metrics::ModeSummary;
 use crate::modes::{Mode, Settings};
+use crate::summary::ModeSummary;
 
 /// What a mode may take past its duration and drain before it is stopped: populating the
 /// target, starting up and writing its summary.
-const GRACE: Duration = Duration::from_secs(15);
+pub const GRACE: Duration = Duration::from_secs(15);
 
 /// Where a mode's process runs and what it dials.
 pub enum Place {
@@ -23,9 +23,9 @@ pub enum Place {
     Isolated { memcached: bool },
 }
 
-/// Runs `mode` in a child process and reads back its summary. A mode still running at
-/// `duration + drain + GRACE` is killed, and its last progress line is reported as what was
-/// unfinished.
+/// Runs `mode` in a child process and reads back its summary. A mode still running at its time
+/// limit (`duration + drain + GRACE` unless set) is killed, and its last report (the mode
+/// prints its summary so far every half second) stands as its summary, marked as stopped.
 pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, String> {
     let range = s.port_range.as_ref().map_or_else(
         || "system".to_string(),
@@ -62,7 +62,7 @@ pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, Strin
         .spawn()
         .map_err(|e| format!("could not run the {} mode: {e}", mode.name()))?;
     let stdout = child.stdout.take().ok_or("no stdout from the mode")?;
-    // The last progress line and the summary, read on a thread of their own.
+    // The last report and the summary, read on a thread of their own.
     let seen: Arc<Mutex<(Option<String>, Option<String>)>> = Arc::default();
     let reader = {
         let seen = seen.clone();
@@ -72,7 +72,7 @@ pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, Strin
                 .map_while(Result::ok)
             {
                 let mut seen = seen.lock().unwrap();
-                if let Some(p) = line.strip_prefix("PROGRESS ") {
+                if let Some(p) = line.strip_prefix("SNAPSHOT ") {
                     seen.0 = Some(p.to_string());
                 } else if let Some(json) = line.strip_prefix("SUMMARY ") {
                     seen.1 = Some(json.to_string());
@@ -80,7 +80,7 @@ pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, Strin
             }
         })
     };
-    let limit = s.duration + s.drain + GRACE;
+    let limit = s.time_limit;
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -95,19 +95,21 @@ pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, Strin
         let _ = child.wait();
     }
     let _ = reader.join();
-    let (progress, summary) = seen.lock().unwrap().clone();
+    let (last, summary) = seen.lock().unwrap().clone();
     let summary = match (status, summary) {
         (_, Some(json)) => serde_json::from_str(&json).map_err(|e| e.to_string())?,
         (None, None) => {
-            let unfinished = progress.unwrap_or_else(|| "no progress reported".to_string());
-            println!(
-                "{:>7}: stopped at its time limit ({limit:?}); at the end: {unfinished}",
-                mode.name()
-            );
-            ModeSummary::stopped(
-                mode.name(),
-                format!("stopped after {limit:?}: {unfinished}"),
-            )
+            let last: Option<ModeSummary> = last.and_then(|json| serde_json::from_str(&json).ok());
+            let why = match &last {
+                Some(m) => format!(
+                    "stopped at its time limit ({limit:?}); its figures are its last report, \
+                     {:.1} s into its run",
+                    m.run_s
+                ),
+                None => format!("stopped at its time limit ({limit:?}) before its first report"),
+            };
+            println!("{:>7}: {why}", mode.name());
+            ModeSummary::stopped(mode.name(), last, s.plan(), why)
         }
         (Some(status), None) => {
             return Err(format!(
@@ -117,11 +119,13 @@ pub fn run(mode: Mode, place: &Place, s: &Settings) -> Result<ModeSummary, Strin
         }
     };
     println!(
-        "{:>7}: {} keys served, {} shed, {} failed; batch p99 {:.0} ms",
+        "{:>7}: of {} keys, {} served, {} shed, {} failed, {} not attempted; batch p99 {:.0} ms",
         summary.mode,
+        summary.keys_requested,
         summary.keys_ok,
         summary.errors.shed(),
         summary.errors.failed(),
+        summary.keys_not_attempted,
         summary.latency_ms.p99
     );
     if let Some(e) = &summary.first_error {
