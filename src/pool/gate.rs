@@ -39,6 +39,12 @@ impl Gate {
         self.limit.load(Ordering::Relaxed)
     }
 
+    /// Permits still out beyond the limit: what the holders must give back before the gate
+    /// is within its limit again.
+    pub(crate) fn over(&self) -> usize {
+        self.debt.load(Ordering::Relaxed)
+    }
+
     /// A permit now, if one is free.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<GatePermit> {
         self.semaphore.try_acquire().ok()?.forget();
