@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::gate::{Gate, GatePermit};
+use super::gate::{Counted, Gate, GatePermit};
 use super::health::{DialTicket, Health};
 use super::leak::Checkouts;
 use super::slot::{Lifetimes, Slot};
@@ -124,22 +124,6 @@ fn sentinel<C: Connector>(supply: &Arc<Supply<C>>) -> Arc<Notify> {
         watch.armed = false;
     });
     sentinel
-}
-
-/// How many are in a counter while a guard lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn enter(n: &'a AtomicUsize) -> Counted<'a> {
-        n.fetch_add(1, Ordering::Relaxed);
-        Counted(n)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// The receiving end of a dial task. Dropped before the task answered (the caller left), it
