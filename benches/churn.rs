@@ -19,6 +19,13 @@
 //!    connects from it, the server closing first so that occupancy stays put: plain `connect`,
 //!    `bind(0)` with `IP_BIND_ADDRESS_NO_PORT` (the dialer), and `bind(0)` without it. Only the
 //!    `connect` calls are timed.
+//! 4. **Fair** (`MULTILOOP_BENCH_ONLY=fair`). 4,000 dials in a loop, each closed at once, on
+//!    tokio's default multi-thread runtime with the acceptor on the same runtime: tokio's
+//!    `TcpStream::connect` and the `Dialer`, on a quiet machine and beside three threads that
+//!    spin (more runnable threads than the machine's two cores), all four interleaved in each
+//!    round. Dials per second, the ratio to `connect` under the same load in the same round,
+//!    and the listen queue overflows the kernel counted (`TcpExt: ListenOverflows`, as `nstat`
+//!    reads it, in the measurement's own namespace).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -41,6 +48,11 @@ const CHURN: [&str; 5] = [
     "bind-random",
     "bind-one",
 ];
+/// The dial loop beside an acceptor on the same multi-thread runtime.
+const FAIR: [&str; 2] = ["connect", "dialer"];
+const FAIR_DIALS: usize = 4_000;
+/// Threads that spin beside the runtime in the contended runs (the machine has 2 cores).
+const BUSY_THREADS: usize = 3;
 const OCCUPANCY: [&str; 3] = ["connect", "no-port", "bind"];
 /// (ports in the range, share of them in TIME_WAIT before the connects).
 const CELLS: [(u16, f64); 4] = [(5_000, 0.80), (5_000, 0.95), (5_000, 0.99), (28_232, 0.95)];
@@ -54,6 +66,12 @@ fn main() {
         assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
         let kind = args.next().expect("child kind");
         let method = args.next().expect("child method");
+        if kind == "fair" {
+            let load: usize = args.next().unwrap().parse().unwrap();
+            let (rate, overflows) = fair(&method, load);
+            println!("RESULT {rate} {overflows}");
+            return;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -82,11 +100,14 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .filter(|r| (1..=100).contains(r))
         .unwrap_or(ROUNDS);
-    // MULTILOOP_BENCH_ONLY=churn|capacity|occupancy runs one section.
+    // MULTILOOP_BENCH_ONLY=churn|fair|capacity|occupancy runs one section.
     let only = std::env::var("MULTILOOP_BENCH_ONLY").ok();
     let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if runs("churn") {
         churn_table(rounds);
+    }
+    if runs("fair") {
+        fair_table(rounds);
     }
     if runs("capacity") {
         capacity_table();
@@ -106,6 +127,56 @@ fn churn_table(rounds: usize) {
         }
     }
     table(&CHURN, &results, "dials/s");
+}
+
+/// Quiet and contended side by side: each round runs both methods on a quiet machine and beside
+/// `BUSY_THREADS` spinning threads, in rotated order.
+fn fair_table(rounds: usize) {
+    println!(
+        "\nfair: {FAIR_DIALS} dials in a loop on tokio's default multi-thread runtime with an \
+         acceptor on it; quiet, and beside {BUSY_THREADS} busy threads; {rounds} rounds"
+    );
+    let cells: Vec<(&str, usize)> = [0, BUSY_THREADS]
+        .into_iter()
+        .flat_map(|load| FAIR.iter().map(move |m| (*m, load)))
+        .collect();
+    let mut results = vec![Vec::new(); cells.len()];
+    for round in 0..rounds {
+        for k in 0..cells.len() {
+            let c = (k + round) % cells.len();
+            let (method, load) = cells[c];
+            results[c].push(child(&["fair", method, &load.to_string()]));
+        }
+    }
+    println!(
+        "  {:<24} {:>28}   {:>22}   {:>24}",
+        "method",
+        "dials/s min/median/max",
+        "vs connect min/med/max",
+        "listen overflows min/med/max"
+    );
+    for (c, runs) in results.iter().enumerate() {
+        let (method, load) = cells[c];
+        // The same round's `connect` under the same load.
+        let base = cells
+            .iter()
+            .position(|&(m, l)| m == "connect" && l == load)
+            .unwrap();
+        let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(&results[base])
+            .map(|(r, b)| r.0 / b.0)
+            .collect();
+        let overflows: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let (lo, med, hi) = spread(&rates);
+        let (rlo, rmed, rhi) = spread(&ratios);
+        let (olo, omed, ohi) = spread(&overflows);
+        let name = format!("{method} ({})", if load == 0 { "quiet" } else { "busy" });
+        println!(
+            "  {name:<24} {lo:>8.0} {med:>9.0} {hi:>9.0}   {rlo:>6.2} {rmed:>6.2} {rhi:>6.2}   {olo:>7.0} {omed:>7.0} {ohi:>7.0}"
+        );
+    }
 }
 
 fn capacity_table() {
@@ -343,4 +414,64 @@ async fn occupancy(method: &str, size: u16, share: f64) -> (f64, f64) {
     }
     let cpu = cpu_us() - cpu;
     (CONNECTS as f64 / timed.as_secs_f64(), cpu / CONNECTS as f64)
+}
+
+/// The kernel's count of connections dropped because a listen queue was full, in this
+/// namespace (`TcpExt: ListenOverflows` of `/proc/net/netstat`, as `nstat` reads it).
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `FAIR_DIALS` dials in a loop, each closed at once, on tokio's default multi-thread runtime
+/// with the acceptor on the same runtime, beside `load` threads that spin: (dials per second,
+/// listen queue overflows).
+fn fair(method: &str, load: usize) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..load)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(
+                        x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                    );
+                }
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(async {
+        let target = acceptor(Arc::new(AtomicBool::new(true))).await;
+        let dialer = dialer(if method == "connect" {
+            "connect"
+        } else {
+            "dialer"
+        });
+        let before = listen_overflows();
+        let started = Instant::now();
+        for _ in 0..FAIR_DIALS {
+            drop(dial(&dialer, target).await);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        (
+            FAIR_DIALS as f64 / wall,
+            (listen_overflows() - before) as f64,
+        )
+    });
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.join();
+    }
+    result
 }

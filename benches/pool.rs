@@ -7,7 +7,9 @@
 //! `leak_threshold(None)`, as `benches/programs/checkout_cost.rs` measures it under callgrind), raw
 //! deadpool and bb8. In each cell every pool runs `ROUNDS` times, interleaved, in an order that
 //! rotates from round to round; the table gives nanoseconds per cycle, min / median / max, and
-//! the ratios of the medians as rates (above 1.0 multiloop is faster).
+//! the ratios of the medians as rates (above 1.0 multiloop is faster). Each cell is measured
+//! twice per round, on a quiet machine and beside three threads that spin (more runnable
+//! threads than the machine's two cores), the two interleaved.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,41 @@ use tokio::net::TcpListener;
 const CYCLES: u64 = 200_000;
 const ROUNDS: usize = 7;
 const NAMES: [&str; 4] = ["multiloop", "ml-noleak", "deadpool", "bb8"];
+/// Threads that spin beside the runtime in the contended runs (the machine has 2 cores).
+const BUSY_THREADS: usize = 3;
+
+/// Threads that keep the CPUs busy until dropped.
+struct Spinners {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start(n: usize) -> Spinners {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
 
 /// Accepts and holds connections open until the client closes them.
 async fn holding_acceptor() -> SocketAddr {
@@ -159,39 +196,49 @@ fn main() {
         .unwrap();
     let addr = rt.block_on(holding_acceptor());
     println!(
-        "ns per get+drop, min / median / max of {rounds} interleaved rounds of {CYCLES} cycles"
+        "ns per get+drop, min / median / max of {rounds} interleaved rounds of {CYCLES} cycles; \
+         quiet, and beside {BUSY_THREADS} busy threads (the two interleaved in each round)"
     );
     println!(
-        "{:>5} {:>5}  {:<10} {:>8} {:>8} {:>8}",
-        "conns", "tasks", "pool", "min", "median", "max"
+        "{:>5} {:>5} {:<5}  {:<10} {:>8} {:>8} {:>8}",
+        "conns", "tasks", "load", "pool", "min", "median", "max"
     );
     for conns in [8usize, 32] {
         let set = rt.block_on(pools(addr, conns));
         for tasks in [1u64, 8, 64, 256] {
-            let mut ns: [Vec<f64>; 4] = Default::default();
+            // [load][pool]: quiet, then busy.
+            let mut ns: [[Vec<f64>; 4]; 2] = Default::default();
             for round in 0..rounds {
-                for k in 0..NAMES.len() {
-                    let which = (round + k) % NAMES.len();
-                    ns[which].push(rt.block_on(set.run(which, tasks)));
+                for l in 0..2 {
+                    let load = (round + l) % 2;
+                    let spinners = Spinners::start(if load == 0 { 0 } else { BUSY_THREADS });
+                    for k in 0..NAMES.len() {
+                        let which = (round + k) % NAMES.len();
+                        ns[load][which].push(rt.block_on(set.run(which, tasks)));
+                    }
+                    drop(spinners);
                 }
             }
-            let mut medians = [0.0; 4];
-            for (which, xs) in ns.iter_mut().enumerate() {
-                let (min, median, max) = stats(xs);
-                medians[which] = median;
+            for (load, per_pool) in ns.iter_mut().enumerate() {
+                let label = if load == 0 { "quiet" } else { "busy" };
+                let mut medians = [0.0; 4];
+                for (which, xs) in per_pool.iter_mut().enumerate() {
+                    let (min, median, max) = stats(xs);
+                    medians[which] = median;
+                    println!(
+                        "{conns:>5} {tasks:>5} {label:<5}  {:<10} {min:>8.0} {median:>8.0} {max:>8.0}",
+                        NAMES[which]
+                    );
+                }
                 println!(
-                    "{conns:>5} {tasks:>5}  {:<10} {min:>8.0} {median:>8.0} {max:>8.0}",
-                    NAMES[which]
+                    "{conns:>5} {tasks:>5} {label:<5}  rates, medians: multiloop {:.2}x deadpool, \
+                     {:.2}x bb8; without the leak registry {:.2}x deadpool, {:.2}x bb8",
+                    medians[2] / medians[0],
+                    medians[3] / medians[0],
+                    medians[2] / medians[1],
+                    medians[3] / medians[1],
                 );
             }
-            println!(
-                "{conns:>5} {tasks:>5}  rates, medians: multiloop {:.2}x deadpool, {:.2}x bb8; \
-                 without the leak registry {:.2}x deadpool, {:.2}x bb8",
-                medians[2] / medians[0],
-                medians[3] / medians[0],
-                medians[2] / medians[1],
-                medians[3] / medians[1],
-            );
         }
     }
 }

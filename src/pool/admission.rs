@@ -4,12 +4,13 @@
 
 use std::panic::Location;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use deadpool::managed::{self, Object, TimeoutType, Timeouts};
 
 use super::conn::Conn;
+use super::gate::Counted;
 use super::inner::{PoolEvent, PoolInner};
 use super::limit::{Limit, LimitPermit, Refused};
 use super::manager::Verdict;
@@ -93,7 +94,7 @@ async fn in_pool<C: Connector>(
     // served on its first poll (most of them) reads no clock and counts as no wait.
     let mut waited_since: Option<Instant> = None;
     // Its place in the bounded queue and its deadline, once it has had to join.
-    let mut queued: Option<(WaitSlot<'_>, Instant)> = None;
+    let mut queued: Option<(Counted<'_>, Instant)> = None;
     let mut failed_checks = 0;
     let obj = loop {
         let got = match &queued {
@@ -123,7 +124,7 @@ async fn in_pool<C: Connector>(
             {
                 // Busy: join the bounded queue, or fail at once.
                 let max = pool.max_waiters.load(Ordering::Relaxed);
-                let Some(waiter) = WaitSlot::join(&pool.waiters, max) else {
+                let Some(waiter) = Counted::join(&pool.waiters, max) else {
                     return Err(fail(pool, PoolError::Saturated));
                 };
                 counters.waited.fetch_add(1, Ordering::Relaxed);
@@ -202,24 +203,4 @@ fn fail<C: Connector>(pool: &PoolInner<C>, err: PoolError<C::Error>) -> PoolErro
     counter.fetch_add(1, Ordering::Relaxed);
     pool.report(PoolEvent::of(&err), &err);
     err
-}
-
-/// A place in the wait queue, released on drop (including when the get is cancelled).
-struct WaitSlot<'a>(&'a AtomicUsize);
-
-impl<'a> WaitSlot<'a> {
-    fn join(waiters: &'a AtomicUsize, max: usize) -> Option<WaitSlot<'a>> {
-        let before = waiters.fetch_add(1, Ordering::Relaxed);
-        if before >= max {
-            waiters.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(WaitSlot(waiters))
-    }
-}
-
-impl Drop for WaitSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }

@@ -1,5 +1,6 @@
 //! [`Gate`]: a semaphore whose size changes at runtime, the one primitive behind the socket cap
-//! and every bulkhead. Lowering it retires permits as they come back.
+//! and every bulkhead. Lowering it retires permits as they come back. [`Counted`]: the one
+//! guard that undoes a count when dropped (a wait queue's place, a dial in progress).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,12 @@ impl Gate {
 
     pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Permits still out beyond the limit: what the holders must give back before the gate
+    /// is within its limit again.
+    pub(crate) fn over(&self) -> usize {
+        self.debt.load(Ordering::Relaxed)
     }
 
     /// A permit now, if one is free.
@@ -106,9 +113,53 @@ impl Drop for GatePermit {
     }
 }
 
+/// One in a counter while the guard lives: dropped on any path (a cancelled future
+/// included), it leaves.
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    /// Counts one in, unconditionally.
+    pub(crate) fn enter(n: &'a AtomicUsize) -> Counted<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+
+    /// Counts one in if fewer than `max` are in; `None` (and no change) otherwise.
+    pub(crate) fn join(n: &'a AtomicUsize, max: usize) -> Option<Counted<'a>> {
+        let before = n.fetch_add(1, Ordering::Relaxed);
+        let guard = Counted(n);
+        // Dropped, the guard leaves again.
+        (before < max).then_some(guard)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counted_place_is_left_on_drop_and_refused_past_the_bound() {
+        let n = AtomicUsize::new(0);
+        let a = Counted::join(&n, 2).unwrap();
+        let b = Counted::join(&n, 2).unwrap();
+        assert!(Counted::join(&n, 2).is_none(), "two of two");
+        assert_eq!(
+            n.load(Ordering::Relaxed),
+            2,
+            "a refused join leaves no trace"
+        );
+        drop(a);
+        let c = Counted::enter(&n);
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+        drop((b, c));
+        assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn shrinking_retires_permits_as_they_come_back() {

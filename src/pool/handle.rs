@@ -194,6 +194,9 @@ impl<C: Connector> Pool<C> {
         inner.supply.sockets.set(max_size);
         inner.pool.resize(max_size);
         inner.max_size.store(max_size, Ordering::Relaxed);
+        // What deadpool's resize did not reach: connections of dials whose caller was served
+        // first, waiting in the stash, and any given back as it shrank.
+        inner.shed();
         Ok(())
     }
 
@@ -247,8 +250,13 @@ impl<C: Connector> Pool<C> {
     /// progress when they finish, and every `get` fails with [`PoolError::Closed`]. The reaper
     /// ends. It cannot be reopened.
     pub fn close(&self) {
-        self.inner.pool.close();
-        self.inner.supply.close();
+        let inner = &*self.inner;
+        inner.pool.close();
+        inner.supply.close();
+        // deadpool's close trims only the idle connections it can take a permit for: one given
+        // back as it closed (pushed, its permit not yet released) would stay. Its cap is 0 now,
+        // so nothing given back after this is kept.
+        drop(inner.pool.retain(|_, _| false));
     }
 
     /// The concurrency limit of `fan_out` and of bulkheads not set otherwise.

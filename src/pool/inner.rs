@@ -147,6 +147,23 @@ impl<C: Connector> PoolInner<C> {
         }
     }
 
+    /// Closes idle connections while the pool holds more than its cap (after a shrink): the
+    /// stashed ones first, then deadpool's. deadpool's own resize trims only the idle
+    /// connections it can take a permit for, so one given back as it shrank can stay; `resize`
+    /// and every reaper tick call this, so none stays longer than a tick.
+    pub(crate) fn shed(&self) {
+        self.supply.trim();
+        let max = self.max_size.load(Ordering::Relaxed);
+        let mut over = self.pool.status().size.saturating_sub(max);
+        if over > 0 {
+            drop(self.pool.retain(|_, _| {
+                let keep = over == 0;
+                over = over.saturating_sub(1);
+                keep
+            }));
+        }
+    }
+
     /// Logs the first event of its kind in a window, with the pool's occupancy; counts the rest
     /// for the reaper's summary.
     pub(crate) fn report(&self, event: PoolEvent, error: &dyn std::fmt::Display) {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::gate::{Gate, GatePermit};
+use super::gate::{Counted, Gate, GatePermit};
 use crate::error::{PoolError, TimeoutKind};
 
 /// The most named bulkheads a pool keeps. Names past it share one bulkhead named
@@ -132,12 +132,10 @@ impl Limit {
         let permit = match self.gate.try_acquire() {
             Some(p) => p,
             None => {
-                let before = self.waiters.fetch_add(1, Ordering::Relaxed);
-                let _leave = LeaveQueue(&self.waiters);
-                if before >= max_waiters {
+                let Some(_queued) = Counted::join(&self.waiters, max_waiters) else {
                     self.saturated.fetch_add(1, Ordering::Relaxed);
                     return Err(Refused::Saturated);
-                }
+                };
                 let at = tokio::time::Instant::from_std(deadline);
                 match tokio::time::timeout_at(at, self.gate.acquire()).await {
                     Ok(Some(p)) => p,
@@ -170,14 +168,6 @@ impl Limit {
             timed_out: self.timed_out.load(Ordering::Relaxed),
             failed_in_pool: self.failed_in_pool.load(Ordering::Relaxed),
         }
-    }
-}
-
-struct LeaveQueue<'a>(&'a AtomicUsize);
-
-impl Drop for LeaveQueue<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -110,6 +110,7 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
             let pool = &*inner;
             #[cfg(feature = "metrics")]
             publish(pool);
+            pool.shed();
             reap(pool);
             warn_leaks(pool);
             flush_reports(pool);

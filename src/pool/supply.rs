@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::gate::{Gate, GatePermit};
+use super::gate::{Counted, Gate, GatePermit};
 use super::health::{DialTicket, Health};
 use super::leak::Checkouts;
 use super::slot::{Lifetimes, Slot};
@@ -126,22 +126,6 @@ fn sentinel<C: Connector>(supply: &Arc<Supply<C>>) -> Arc<Notify> {
     sentinel
 }
 
-/// How many are in a counter while a guard lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn enter(n: &'a AtomicUsize) -> Counted<'a> {
-        n.fetch_add(1, Ordering::Relaxed);
-        Counted(n)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The receiving end of a dial task. Dropped before the task answered (the caller left), it
 /// closes the channel so that the task stashes its connection; a connection already sent is
 /// stashed here.
@@ -156,7 +140,7 @@ impl<C: Connector> Drop for Pending<'_, C> {
         if let Ok(Ok(slot)) = self.rx.try_recv() {
             self.supply
                 .counters
-                .abandoned
+                .handed_off
                 .fetch_add(1, Ordering::Relaxed);
             self.supply.stash(slot);
         }
@@ -206,13 +190,34 @@ impl<C: Connector> Supply<C> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Leaves a connection for the next `create`, most recent on top.
+    /// Leaves a connection for the next `create`, most recent on top; closes it instead if the
+    /// pool is closed or holds more sockets than its cap (after a shrink).
+    ///
+    /// Both are read under the stash's lock, which `close` and `trim` take after they change
+    /// them: a connection is either seen by them in the stash or sees what they set.
     pub(crate) fn stash(&self, slot: Slot<C::Conn>) {
-        if self.closed.load(Ordering::Relaxed) {
-            return; // the connection closes here, counted by its slot
+        let mut stash = self.lock();
+        if self.closed.load(Ordering::Relaxed) || self.sockets.over() > 0 {
+            drop(stash);
+            // The connection closes here, counted by its slot; its permit pays the debt.
+            drop(slot);
+            return;
         }
-        self.lock().push(slot);
+        stash.push(slot);
+        drop(stash);
         self.arrived.notify_waiters();
+    }
+
+    /// After a shrink: closes stashed connections, oldest first, while the pool holds more
+    /// sockets than its cap. deadpool's resize sees only what deadpool holds; this is the rest.
+    pub(crate) fn trim(&self) {
+        let removed: Vec<_> = {
+            let mut stash = self.lock();
+            let n = self.sockets.over().min(stash.len());
+            stash.drain(..n).collect()
+        };
+        // They close outside the lock, each paying one permit of the debt.
+        drop(removed);
     }
 
     /// A stashed connection, if one is; one whose runtime has shut down closes instead.
@@ -360,7 +365,7 @@ impl<C: Connector> Supply<C> {
             self.counters.create_errors.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(Ok(slot)) = tx.send(result) {
-            self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.counters.handed_off.fetch_add(1, Ordering::Relaxed);
             self.stash(slot);
         }
     }
@@ -416,7 +421,9 @@ impl<C: Connector> Supply<C> {
 
     /// Closes the gates: waiting creates end, and no dial starts after.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        // Set before the stash's lock is taken below: a `stash` that takes the lock after
+        // `retain_stash` sees it.
+        self.closed.store(true, Ordering::Release);
         self.sockets.close();
         self.dials.close();
         self.retain_stash(|_| true);

@@ -279,7 +279,7 @@ pub(crate) struct PoolCounters {
     pub(crate) created: AtomicU64,
     pub(crate) create_errors: AtomicU64,
     /// Counts [`PoolStats::handed_off`].
-    pub(crate) abandoned: AtomicU64,
+    pub(crate) handed_off: AtomicU64,
     pub(crate) recovered: AtomicU64,
     closed: [AtomicU64; 5],
     pub(crate) wait: Histogram,
@@ -303,7 +303,7 @@ impl PoolCounters {
             create_failed: load(&self.create_failed),
             created: load(&self.created),
             create_errors: load(&self.create_errors),
-            handed_off: load(&self.abandoned),
+            handed_off: load(&self.handed_off),
             recovered: load(&self.recovered),
             closed: ClosedCounts {
                 broken: closed(CloseReason::Broken),

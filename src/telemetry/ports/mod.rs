@@ -30,6 +30,7 @@ mod tally;
 
 use tally::Tally;
 
+#[doc(hidden)]
 pub use proc::parse_proc_net_tcp;
 
 /// The system's ephemeral port range, `net.ipv4.ip_local_port_range`, inclusive.
@@ -146,7 +147,9 @@ impl TcpState {
     }
 }
 
-/// One socket of the kernel's tables: a row of `/proc/net/tcp` or a sock_diag record.
+/// One socket of the kernel's tables: a row of `/proc/net/tcp` or a sock_diag record. Public
+/// for the fuzz target and the census bench only.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpEntry {
     /// The local address and port.
@@ -204,7 +207,9 @@ pub struct PortSnapshot {
 }
 
 impl PortSnapshot {
-    /// Builds a snapshot from socket table rows.
+    /// Builds a snapshot from socket table rows. Public for the fuzz target and the census
+    /// bench only.
+    #[doc(hidden)]
     pub fn from_entries(
         target: SocketAddr,
         system_range: RangeInclusive<u16>,
@@ -379,7 +384,8 @@ pub enum Census {
     SockDiag,
     /// From `/proc/net/tcp` and `/proc/net/tcp6`.
     ProcNet,
-    /// From rows given to [`PortSnapshot::from_entries`].
+    /// From socket table rows given to the snapshot directly (the fuzz target and the census
+    /// bench).
     Entries,
 }
 
