@@ -94,10 +94,14 @@ impl Protocol {
         self.meta
     }
 
-    /// Whether a reply is owed or a request half written (a caller gave up), or the connection
-    /// failed: either way the pool does not lend it as it is.
+    /// Whether a reply is owed or a request half written (a caller gave up), bytes are buffered
+    /// that no request asked for, or the connection failed: either way the pool does not lend
+    /// it as it is.
     pub fn in_flight(&self) -> bool {
-        self.broken || !self.pending.is_empty() || self.wpos < self.wbuf.len()
+        self.broken
+            || !self.pending.is_empty()
+            || self.wpos < self.wbuf.len()
+            || self.rpos < self.rbuf.len()
     }
 
     /// Whether an idle connection is clean: nothing owed, nothing unread, not failed.
