@@ -543,3 +543,160 @@ async fn front_total(stats: SocketAddr) -> u64 {
     let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
     json["total_connections"].as_u64().unwrap_or(0)
 }
+
+/// memcached's `curr_connections`, asked on a connection of its own (which counts itself).
+async fn open_at(server: SocketAddr) -> u64 {
+    let mut conn = tokio::net::TcpStream::connect(server).await.unwrap();
+    conn.write_all(b"stats\r\n").await.unwrap();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !text.ends_with(b"END\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT curr_connections "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// Recoveries in flight while the pool shrinks, pauses, resumes and closes: every connection is
+/// closed at the server in the end, none is lent mid-recovery, and a value is never another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_pause_and_close_during_recoveries() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let slicer = Slicer::start(
+        server.addr,
+        Cut {
+            seed: 9,
+            max_piece: 0,
+            max_delay: Duration::ZERO,
+            hold: Duration::from_millis(80),
+            at_lines: false,
+        },
+    )
+    .await;
+    let baseline = open_at(server.addr).await;
+    for dialect in [Dialect::Text, Dialect::Meta] {
+        let pool = pool_of(slicer.addr, Connector::new().dialect(dialect), 4);
+        pool.get()
+            .await
+            .unwrap()
+            .set("life", b"VALUE x 0 1\r\nX\r\nEND\r\n", 0)
+            .await
+            .unwrap();
+        for round in 0..3 {
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut c) = pool.get().await else {
+                            return;
+                        };
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(10), c.get("life")).await;
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            // Recoveries are running now (each waits 80 ms for its reply).
+            match round {
+                0 => pool.resize(1).unwrap(),
+                1 => {
+                    pool.pause();
+                    assert!(pool.get().await.is_err());
+                    pool.resume();
+                    pool.resize(4).unwrap();
+                }
+                _ => {}
+            }
+            let mut c = pool.get().await.unwrap();
+            assert_eq!(
+                c.get("x").await.unwrap(),
+                None,
+                "{dialect:?} round {round}: a value's bytes read as a reply"
+            );
+            assert_eq!(
+                c.get("life").await.unwrap().as_deref(),
+                Some(&b"VALUE x 0 1\r\nX\r\nEND\r\n"[..])
+            );
+        }
+        // Close with recoveries in flight.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut c) = pool.get().await {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(10), c.get("life")).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        pool.close();
+        let mut open = 0;
+        for _ in 0..200 {
+            open = open_at(server.addr).await;
+            if open == baseline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stats = pool.stats();
+        eprintln!("{dialect:?}: open at the server {open} (baseline {baseline}); {stats:?}");
+        assert_eq!(
+            open, baseline,
+            "{dialect:?}: connections left open after close"
+        );
+        assert_eq!(pool.status().in_use, 0);
+    }
+}
+
+/// A value near memcached's item size, read in pieces and cancelled at many points of its
+/// block, then read whole on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_cancelled_mid_block() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    let slicer = Slicer::start(
+        server.addr,
+        Cut {
+            seed: 13,
+            max_piece: 4096,
+            max_delay: Duration::from_micros(200),
+            hold: Duration::ZERO,
+            at_lines: false,
+        },
+    )
+    .await;
+    for dialect in [Dialect::Text, Dialect::Meta] {
+        let pool = pool_of(slicer.addr, Connector::new().dialect(dialect), 1);
+        let mut c = pool.get().await.unwrap();
+        let big: Vec<u8> = (0..(1usize << 20) - 1024)
+            .map(|i| b"END\r\nMN\r\nVA 1 O0\r\n"[i % 18])
+            .collect();
+        c.set("large", &big, 0).await.unwrap();
+        c.set("small", b"s", 0).await.unwrap();
+        for polls in [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144] {
+            let _ = cancelled(c.get_multi(&["large", "small", "large"]), polls).await;
+            assert_eq!(c.get("small").await.unwrap().as_deref(), Some(&b"s"[..]));
+            let _ = cancelled(c.get("large"), polls).await;
+            let m = c.get_multi(&["small", "large"]).await.unwrap();
+            assert_eq!(m[&b"large"[..]], big, "{dialect:?} {polls}");
+            assert_eq!(m[&b"small"[..]], b"s");
+        }
+        assert!(!c.in_flight());
+        drop(c);
+        assert_eq!(pool.stats().closed.total(), 0);
+    }
+}
