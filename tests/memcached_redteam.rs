@@ -208,6 +208,16 @@ async fn max_value_size_exactly_and_one_past() {
         for v in batch.values.values() {
             assert_eq!(v.len(), bound);
         }
+        // One stored value past the bound, in a batch run again and again: each run closes a
+        // connection and dials another (the churn the pool exists to prevent).
+        let before = small.stats().created;
+        for _ in 0..10 {
+            let batch = memcached::get_many(&small, keys.iter(), 2).await;
+            assert!(!batch.failed.is_empty());
+        }
+        let dialed = small.stats().created - before;
+        eprintln!("{dialect:?}: 10 batches holding the oversized key dialed {dialed} connections");
+        assert!(dialed >= 10, "{dialed}");
     }
 }
 
