@@ -710,3 +710,91 @@ async fn a_large_value_cancelled_mid_block() {
         assert_eq!(pool.stats().closed.total(), 0);
     }
 }
+
+/// A fake memcached that stores values (last complete `set` wins) and whose first connection
+/// stops reading for `stall` after its handshake: a server busy on that connection.
+async fn stalling_store(
+    stall: Duration,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<(usize, usize)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // (connection, value length) of every set, in the order the server completed them.
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            let (conn, log) = (n, seen.clone());
+            n += 1;
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::with_capacity(1024, r);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let words: Vec<String> = String::from_utf8_lossy(&line)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    let reply: &[u8] = match words.first().map(String::as_str) {
+                        Some("version") => {
+                            w.write_all(b"VERSION 1.5.0\r\n").await.unwrap();
+                            if conn == 0 {
+                                tokio::time::sleep(stall).await;
+                            }
+                            continue;
+                        }
+                        Some("set") => {
+                            let len: usize = words[4].parse().unwrap();
+                            let mut data = vec![0u8; len + 2];
+                            if r.read_exact(&mut data).await.is_err() {
+                                return;
+                            }
+                            log.lock().unwrap().push((conn, len));
+                            b"STORED\r\n"
+                        }
+                        _ => b"ERROR\r\n",
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// A store whose caller gave up before all of it was written is not sent later, behind the
+/// caller's back, where it would overwrite what the caller (or another) stored since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_given_up_is_not_completed_after_a_later_one() {
+    let (addr, log) = stalling_store(Duration::from_millis(600)).await;
+    let connector = Connector::new()
+        .dialect(Dialect::Text)
+        .max_value_size(64 << 20)
+        .unwrap();
+    let pool = pool_of(addr, connector, 2);
+    let mut first = pool.get().await.unwrap();
+    let old = vec![b'o'; 32 << 20];
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), first.set("k", &old, 0)).await;
+    assert!(gave_up.is_err(), "the server is not reading");
+    eprintln!("given up with in_flight = {}", first.in_flight());
+    drop(first);
+    // The caller stores the new value on another connection, and it is stored.
+    let mut second = pool.get().await.unwrap();
+    second.set("k", b"new", 0).await.unwrap();
+    drop(second);
+    // Wait for the first connection's recovery to finish (or give up).
+    support::eventually("recoveries finished", || pool.status().in_use == 0).await;
+    let log = log.lock().unwrap().clone();
+    eprintln!("sets completed at the server, in order (connection, length): {log:?}");
+    assert_eq!(
+        log.last(),
+        Some(&(1, 3)),
+        "a store given up before it was written reached the server after a later store"
+    );
+}
