@@ -54,12 +54,15 @@ const TEXT: u8 = 2;
 /// one. A text-only proxy in front of a 1.6 server (twemproxy forwards `version`) closes the
 /// connection instead; the connector then speaks text, and the pool dials once more for that
 /// connection. What it learned holds for every connection of this connector and its clones:
-/// one probe, at most one connection closed by it, per connector.
+/// one probe, at most one connection closed by it, per connector (concurrent first connections
+/// wait for that probe's answer).
 #[derive(Clone, Debug)]
 pub struct Connector {
     dialect: Dialect,
     max_value: usize,
     learned: Arc<AtomicU8>,
+    /// Held by the one handshake that probes; the others wait for what it learns.
+    probing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Connector {
@@ -68,6 +71,7 @@ impl Default for Connector {
             dialect: Dialect::Auto,
             max_value: Connector::DEFAULT_MAX_VALUE_SIZE,
             learned: Arc::new(AtomicU8::new(UNKNOWN)),
+            probing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -152,7 +156,16 @@ impl Connector {
         p.meta = match self.speaks() {
             Dialect::Meta => true,
             Dialect::Text => false,
-            _ => self.learn(&mut p, &version).await?,
+            _ => {
+                // Concurrent first connections probe one at a time: the first learns, the
+                // others find the answer, so a proxy closes at most one probe.
+                let _turn = self.probing.lock().await;
+                match self.speaks() {
+                    Dialect::Meta => true,
+                    Dialect::Text => false,
+                    _ => self.learn(&mut p, &version).await?,
+                }
+            }
         };
         Ok(p)
     }
