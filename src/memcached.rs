@@ -40,10 +40,11 @@
 //!
 //! # Dialects
 //!
-//! memcached 1.6+ speaks the meta protocol, which its maintainers recommend for new clients;
-//! twemproxy and memcached before 1.6 speak only the text protocol. [`Dialect::Auto`] (the
-//! default) learns which at the first connect and uses meta where it can: a batch is then quiet
-//! gets closed by `mn`, so misses cost no bytes, and every value is matched by token and key.
+//! memcached 1.6.10+ speaks the meta protocol, which its maintainers recommend for new clients;
+//! twemproxy and memcached before 1.6.10 (whose meta protocol was still experimental) get the
+//! text protocol. [`Dialect::Auto`] (the default) learns which at the first connect and uses
+//! meta where it can: a batch is then quiet gets closed by `mn`, so misses cost no bytes, and
+//! every value is matched by token and key.
 //! See [`Connector`] for the probe, and BENCHMARKS.md for the two side by side.
 //!
 //! The [check](crate::Connector::check) on checkout is a non-blocking peek, no round trip: it

@@ -32,11 +32,11 @@ pub enum Dialect {
     /// connector, at its first connect (see [`Connector`]).
     #[default]
     Auto,
-    /// The meta protocol (memcached 1.6+): `mg`/`ms`/`md`/`ma`, every reply matched to its
+    /// The meta protocol (memcached 1.6.10+): `mg`/`ms`/`md`/`ma`, every reply matched to its
     /// request by an opaque token, batches of quiet gets closed by `mn`.
     Meta,
     /// The text protocol (`get`/`set`/…), for servers and proxies without the meta protocol
-    /// (twemproxy, memcached before 1.6).
+    /// (twemproxy, memcached before 1.6.10).
     Text,
 }
 
@@ -50,7 +50,7 @@ const TEXT: u8 = 2;
 /// pending reply read to its end by its structure) instead of closed.
 ///
 /// With [`Dialect::Auto`] (the default) the first connection asks the server's `version`, and,
-/// for 1.6 or later, sends the meta no-op `mn`: `MN` means the meta protocol, `ERROR` the text
+/// for 1.6.10 or later, sends the meta no-op `mn`: `MN` means the meta protocol, `ERROR` the text
 /// one. A text-only proxy in front of a 1.6 server (twemproxy forwards `version`) closes the
 /// connection instead; the connector then speaks text, and the pool dials once more for that
 /// connection. What it learned holds for every connection of this connector and its clones:
@@ -208,11 +208,19 @@ impl Connector {
     }
 }
 
-/// Whether a `version` reply names a memcached older than 1.6, which has no meta protocol.
+/// Whether a `version` reply names a memcached older than 1.6.10: before 1.6 there is no meta
+/// protocol, and until 1.6.10 it was experimental and spoke otherwise on the wire (`OK` for
+/// `HD`, another `ms` syntax), so a store's data block could be read as a command.
 fn before_meta(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let mut parts = version.split('.').map(|p| {
+        let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+        p[..digits].parse::<u32>().ok()
+    });
     match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) < (1, 6),
+        (Some(major), Some(minor)) => {
+            let patch = parts.next().flatten().unwrap_or(0);
+            (major, minor, patch) < (1, 6, 10)
+        }
         _ => false,
     }
 }
@@ -273,6 +281,17 @@ impl crate::Connector for Connector {
     /// The handshake whose meta probe the server closed: the next one speaks text.
     fn retry_handshake(&self, error: &io::Error) -> bool {
         error.get_ref().is_some_and(|e| e.is::<ProbeClosed>())
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_meta_protocol_starts_at_1_6_10() {
+    for old in ["1.4.39", "1.5.22", "1.6.0", "1.6.9", "1.6.9-rc1"] {
+        assert!(before_meta(old), "{old}");
+    }
+    for new in ["1.6.10", "1.6.18", "1.6.38", "1.7.0", "2.0", "x"] {
+        assert!(!before_meta(new), "{new}");
     }
 }
 
