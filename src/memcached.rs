@@ -33,16 +33,18 @@
 //! When a caller gives up mid-request (a timeout, a dropped future, an aborted task), the
 //! connection knows which replies are still owed; the pool does not hand it to the next caller,
 //! whose reply would be the stale one. The connector [recovers](crate::Connector::recover) it
-//! off the caller's path: it writes the rest of the queued requests (always whole ones), then
-//! reads every pending reply to its end by its structure and drops it. A timeout storm against a
+//! off the caller's path: it reads every pending reply to its end by its structure and drops
+//! it. A request cut off mid-write is not finished behind its caller's back (a store sent late
+//! would overwrite a later one): that connection closes, and the server drops the request. A timeout storm against a
 //! slow memcached then costs no new dials.
 //!
 //! # Dialects
 //!
-//! memcached 1.6+ speaks the meta protocol, which its maintainers recommend for new clients;
-//! twemproxy and memcached before 1.6 speak only the text protocol. [`Dialect::Auto`] (the
-//! default) learns which at the first connect and uses meta where it can: a batch is then quiet
-//! gets closed by `mn`, so misses cost no bytes, and every value is matched by token and key.
+//! memcached 1.6.10+ speaks the meta protocol, which its maintainers recommend for new clients;
+//! twemproxy and memcached before 1.6.10 (whose meta protocol was still experimental) get the
+//! text protocol. [`Dialect::Auto`] (the default) learns which at the first connect and uses
+//! meta where it can: a batch is then quiet gets closed by `mn`, so misses cost no bytes, and
+//! every value is matched by token and key.
 //! See [`Connector`] for the probe, and BENCHMARKS.md for the two side by side.
 //!
 //! The [check](crate::Connector::check) on checkout is a non-blocking peek, no round trip: it

@@ -170,7 +170,15 @@ impl<C: Connector> Conn<C> {
             Io::Sent | Io::Reading => {}
             Io::Idle if supply.connector.in_flight(&obj.conn) => {}
             Io::Idle if !self.pool.pool.is_closed() => {
-                // A `create` is waiting for a dial: this connection is free first.
+                // A `create` is waiting for a dial: this connection is free first. The create
+                // lends it without a recycle, so the connector's peek runs here: one with
+                // stray bytes or closed by its server closes instead.
+                let mut obj = obj;
+                if let Some(Err(_)) = supply.connector.peek(&mut obj.conn) {
+                    obj.set_close_reason(CloseReason::Broken);
+                    drop(Object::take(obj));
+                    return;
+                }
                 supply.stash(Object::take(obj));
                 return;
             }

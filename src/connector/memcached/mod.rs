@@ -32,11 +32,11 @@ pub enum Dialect {
     /// connector, at its first connect (see [`Connector`]).
     #[default]
     Auto,
-    /// The meta protocol (memcached 1.6+): `mg`/`ms`/`md`/`ma`, every reply matched to its
+    /// The meta protocol (memcached 1.6.10+): `mg`/`ms`/`md`/`ma`, every reply matched to its
     /// request by an opaque token, batches of quiet gets closed by `mn`.
     Meta,
     /// The text protocol (`get`/`set`/…), for servers and proxies without the meta protocol
-    /// (twemproxy, memcached before 1.6).
+    /// (twemproxy, memcached before 1.6.10).
     Text,
 }
 
@@ -50,16 +50,19 @@ const TEXT: u8 = 2;
 /// pending reply read to its end by its structure) instead of closed.
 ///
 /// With [`Dialect::Auto`] (the default) the first connection asks the server's `version`, and,
-/// for 1.6 or later, sends the meta no-op `mn`: `MN` means the meta protocol, `ERROR` the text
+/// for 1.6.10 or later, sends the meta no-op `mn`: `MN` means the meta protocol, `ERROR` the text
 /// one. A text-only proxy in front of a 1.6 server (twemproxy forwards `version`) closes the
 /// connection instead; the connector then speaks text, and the pool dials once more for that
 /// connection. What it learned holds for every connection of this connector and its clones:
-/// one probe, at most one connection closed by it, per connector.
+/// one probe, at most one connection closed by it, per connector (concurrent first connections
+/// wait for that probe's answer).
 #[derive(Clone, Debug)]
 pub struct Connector {
     dialect: Dialect,
     max_value: usize,
     learned: Arc<AtomicU8>,
+    /// Held by the one handshake that probes; the others wait for what it learns.
+    probing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Connector {
@@ -68,6 +71,7 @@ impl Default for Connector {
             dialect: Dialect::Auto,
             max_value: Connector::DEFAULT_MAX_VALUE_SIZE,
             learned: Arc::new(AtomicU8::new(UNKNOWN)),
+            probing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -152,7 +156,16 @@ impl Connector {
         p.meta = match self.speaks() {
             Dialect::Meta => true,
             Dialect::Text => false,
-            _ => self.learn(&mut p, &version).await?,
+            _ => {
+                // Concurrent first connections probe one at a time: the first learns, the
+                // others find the answer, so a proxy closes at most one probe.
+                let _turn = self.probing.lock().await;
+                match self.speaks() {
+                    Dialect::Meta => true,
+                    Dialect::Text => false,
+                    _ => self.learn(&mut p, &version).await?,
+                }
+            }
         };
         Ok(p)
     }
@@ -195,11 +208,19 @@ impl Connector {
     }
 }
 
-/// Whether a `version` reply names a memcached older than 1.6, which has no meta protocol.
+/// Whether a `version` reply names a memcached older than 1.6.10: before 1.6 there is no meta
+/// protocol, and until 1.6.10 it was experimental and spoke otherwise on the wire (`OK` for
+/// `HD`, another `ms` syntax), so a store's data block could be read as a command.
 fn before_meta(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let mut parts = version.split('.').map(|p| {
+        let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+        p[..digits].parse::<u32>().ok()
+    });
     match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) < (1, 6),
+        (Some(major), Some(minor)) => {
+            let patch = parts.next().flatten().unwrap_or(0);
+            (major, minor, patch) < (1, 6, 10)
+        }
         _ => false,
     }
 }
@@ -260,6 +281,17 @@ impl crate::Connector for Connector {
     /// The handshake whose meta probe the server closed: the next one speaks text.
     fn retry_handshake(&self, error: &io::Error) -> bool {
         error.get_ref().is_some_and(|e| e.is::<ProbeClosed>())
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_meta_protocol_starts_at_1_6_10() {
+    for old in ["1.4.39", "1.5.22", "1.6.0", "1.6.9", "1.6.9-rc1"] {
+        assert!(before_meta(old), "{old}");
+    }
+    for new in ["1.6.10", "1.6.18", "1.6.38", "1.7.0", "2.0", "x"] {
+        assert!(!before_meta(new), "{new}");
     }
 }
 

@@ -2,8 +2,8 @@
 //! are pending. Every await is in [`Protocol::flush`] (writing what is queued) or
 //! [`Protocol::fill`] (reading more); the queue and the buffers change only between awaits, a
 //! whole unit at a time, so a future dropped at any await leaves a state that
-//! [`Protocol::recover`] finishes exactly: the rest of the queued bytes written, every pending
-//! reply read to its end by its structure.
+//! [`Protocol::recover`] finishes exactly: every pending reply read to its end by its
+//! structure (a request cut off mid-write closes the connection instead of being finished).
 
 use std::collections::VecDeque;
 use std::io;
@@ -94,10 +94,14 @@ impl Protocol {
         self.meta
     }
 
-    /// Whether a reply is owed or a request half written (a caller gave up), or the connection
-    /// failed: either way the pool does not lend it as it is.
+    /// Whether a reply is owed or a request half written (a caller gave up), bytes are buffered
+    /// that no request asked for, or the connection failed: either way the pool does not lend
+    /// it as it is.
     pub fn in_flight(&self) -> bool {
-        self.broken || !self.pending.is_empty() || self.wpos < self.wbuf.len()
+        self.broken
+            || !self.pending.is_empty()
+            || self.wpos < self.wbuf.len()
+            || self.rpos < self.rbuf.len()
     }
 
     /// Whether an idle connection is clean: nothing owed, nothing unread, not failed.
@@ -261,19 +265,32 @@ impl Protocol {
         }
     }
 
-    /// Makes the connection clean after a caller gave up mid-request: the queued bytes written
-    /// (they are whole requests), then every pending reply read to its end by its structure and
-    /// dropped. Bounded: each reply has at most as many values as its request has keys, each at
-    /// most `max_value_size` long.
+    /// Makes the connection clean after a caller gave up mid-request: every pending reply read
+    /// to its end by its structure and dropped. Bounded: each reply has at most as many values
+    /// as its request has keys, each at most `max_value_size` long. A request not all written
+    /// when its caller gave up is not finished here: sent after the caller moved on, a store
+    /// would land after whatever the caller (or another) stored since. The connection closes
+    /// instead, and the server drops the cut-off request.
     ///
     /// # Errors
     ///
-    /// The connection failed, or a reply did not fit: it must be closed.
+    /// A request was cut off mid-write, the connection failed, or a reply did not fit: it must
+    /// be closed.
     pub async fn recover(&mut self) -> Result<(), Error> {
         if self.broken {
             return Err(self.unusable());
         }
-        self.flush().await?;
+        if self.wpos < self.wbuf.len() {
+            self.broken = true;
+            return Err(Error::Io {
+                target: self.target.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "a request was given up before all of it was written; the connection closes \
+                     so that the server drops it instead of running it later",
+                ),
+            });
+        }
         while !self.pending.is_empty() {
             self.step().await?;
         }
