@@ -34,9 +34,9 @@
 //! connection knows which replies are still owed; the pool does not hand it to the next caller,
 //! whose reply would be the stale one. The connector [recovers](crate::Connector::recover) it
 //! off the caller's path: it reads every pending reply to its end by its structure and drops
-//! it. A request cut off mid-write is not finished behind its caller's back (a store sent late
-//! would overwrite a later one): that connection closes, and the server drops the request. A timeout storm against a
-//! slow memcached then costs no new dials.
+//! it. A timeout storm against a slow memcached then costs no new dials. A request cut off
+//! mid-write is not finished behind its caller's back (a store sent late would overwrite a
+//! later one): that connection closes, and the server drops the request.
 //!
 //! # Dialects
 //!

@@ -8,44 +8,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use multiloop::Pool;
 use multiloop::memcached::{Connector, Dialect};
 use proptest::prelude::*;
-use support::wire::{Cut, Slicer};
-
-/// Polls a future at most `polls` times: `None` if it was still pending then (it is dropped
-/// there, mid-request: a cancellation at that await point).
-struct Cancelled<F> {
-    fut: Pin<Box<F>>,
-    polls: u32,
-}
-
-impl<F: Future> Future for Cancelled<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        self.polls = self.polls.saturating_sub(1);
-        match self.polls {
-            0 => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    }
-}
-
-fn cancelled<F: Future>(fut: F, polls: u32) -> Cancelled<F> {
-    Cancelled {
-        fut: Box::pin(fut),
-        polls,
-    }
-}
+use support::wire::{Cut, Slicer, cancelled};
 
 #[derive(Clone, Debug)]
 enum Op {

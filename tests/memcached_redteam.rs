@@ -6,17 +6,14 @@
 
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use multiloop::Pool;
 use multiloop::memcached::{self, Connector, Dialect, Error, Store, Stored};
-use support::wire::{Cut, Scripted, Slicer, rule};
+use support::wire::{Cut, Scripted, Slicer, cancelled, rule};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connector> {
@@ -25,34 +22,6 @@ fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connecto
         .max_size(size)
         .build()
         .unwrap()
-}
-
-/// Polls a future at most `polls` times, then drops it.
-struct Cancelled<F> {
-    fut: Pin<Box<F>>,
-    polls: u32,
-}
-
-impl<F: Future> Future for Cancelled<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        self.polls = self.polls.saturating_sub(1);
-        match self.polls {
-            0 => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    }
-}
-
-fn cancelled<F: Future>(fut: F, polls: u32) -> Cancelled<F> {
-    Cancelled {
-        fut: Box::pin(fut),
-        polls,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,41 +86,6 @@ async fn edge_keys_values_and_numbers_in_both_dialects() {
         assert!(!c.in_flight());
         drop(c);
         assert_eq!(pool.stats().closed.total(), 0, "{dialect:?}");
-    }
-}
-
-/// A ttl past i32::MAX: memcached's text `set` refuses the line without swallowing the data
-/// block. The client must not lose track (here: the store is an error, and whatever the
-/// connection does next is its own reply).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ttl_memcached_refuses_never_desyncs() {
-    let Some(server) = support::memcached() else {
-        return;
-    };
-    for dialect in [Dialect::Text, Dialect::Meta] {
-        let pool = pool_of(server.addr, Connector::new().dialect(dialect), 1);
-        let mut c = pool.get().await.unwrap();
-        c.set("ttl-ok", b"ok", 0).await.unwrap();
-        // The value itself is a command memcached would run if it read the block as a line.
-        let r = c.set("ttl-big", b"delete ttl-ok", u32::MAX).await;
-        eprintln!("{dialect:?}: set with ttl u32::MAX -> {r:?}");
-        let after = c.get("ttl-ok").await;
-        eprintln!("{dialect:?}: the next get on the same Conn -> {after:?}");
-        drop(c);
-        let mut c = pool.get().await.unwrap();
-        assert_eq!(
-            c.get("ttl-ok").await.unwrap().as_deref(),
-            Some(&b"ok"[..]),
-            "{dialect:?}: the value block of a refused store ran as a command"
-        );
-        let big = c.get("ttl-big").await;
-        let touch = c.touch("ttl-ok", u32::MAX).await;
-        let after_touch = c.get("ttl-ok").await;
-        eprintln!(
-            "{dialect:?}: get of the key set with ttl u32::MAX -> {big:?}; touch with ttl \
-             u32::MAX -> {touch:?}; then get -> {after_touch:?}"
-        );
-        eprintln!("{dialect:?}: stats {:?}", pool.stats().closed);
     }
 }
 

@@ -5,16 +5,13 @@
 
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use multiloop::Pool;
 use multiloop::memcached::{Connector, Dialect};
-use support::wire::{Cut, Slicer};
+use support::wire::{Cut, Slicer, cancelled};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connector> {
@@ -23,34 +20,6 @@ fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connecto
         .max_size(size)
         .build()
         .unwrap()
-}
-
-/// Polls a future at most `polls` times, then drops it.
-struct Cancelled<F> {
-    fut: Pin<Box<F>>,
-    polls: u32,
-}
-
-impl<F: Future> Future for Cancelled<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        self.polls = self.polls.saturating_sub(1);
-        match self.polls {
-            0 => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    }
-}
-
-fn cancelled<F: Future>(fut: F, polls: u32) -> Cancelled<F> {
-    Cancelled {
-        fut: Box::pin(fut),
-        polls,
-    }
 }
 
 /// memcached's `curr_connections`, asked on a connection of its own (which counts itself).

@@ -291,6 +291,13 @@ async fn every_command_in_both_dialects() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        // An expiry past i32::MAX would be read as negative (expired at once): refused.
+        for ttl in [1 << 31, u32::MAX] {
+            let err = c.set(k("f"), b"gone", ttl).await.unwrap_err();
+            assert!(matches!(err, Error::Refused(_)), "{err:?}");
+            let err = c.touch(k("f"), ttl).await.unwrap_err();
+            assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        }
         assert!(c.version().await.unwrap().starts_with("1."));
         assert_eq!(c.get(k("f")).await.unwrap().as_deref(), Some(&b"new"[..]));
         assert!(!c.in_flight());

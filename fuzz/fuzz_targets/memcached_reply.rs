@@ -5,5 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    multiloop::memcached::fuzz_reply(data);
+    if let Err(broken) = multiloop::memcached::fuzz_reply(data) {
+        panic!("{broken}");
+    }
 });

@@ -2,8 +2,11 @@
 //! segments (as TCP segmentation, a slow server or a proxy do), and a scripted fake server that
 //! sends whatever a test wants and records every line it receives.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -227,5 +230,35 @@ async fn serve(stream: TcpStream, rules: Arc<Vec<Rule>>, seen: Arc<Mutex<Vec<Vec
                 return;
             }
         }
+    }
+}
+
+/// Polls a future at most `polls` times: `None` if it was still pending then (it is dropped
+/// there, mid-request: a cancellation at that await point).
+pub struct Cancelled<F> {
+    fut: Pin<Box<F>>,
+    polls: u32,
+}
+
+impl<F: Future> Future for Cancelled<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = self.fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        self.polls = self.polls.saturating_sub(1);
+        match self.polls {
+            0 => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// `fut`, cancelled after `polls` polls if it has not finished by then.
+pub fn cancelled<F: Future>(fut: F, polls: u32) -> Cancelled<F> {
+    Cancelled {
+        fut: Box::pin(fut),
+        polls,
     }
 }

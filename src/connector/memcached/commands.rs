@@ -109,7 +109,8 @@ impl Protocol {
     ///
     /// # Errors
     ///
-    /// [`Error::Refused`] for a key memcached would not take or a value longer than the
+    /// [`Error::Refused`] for a key memcached would not take, a `ttl` past `i32::MAX` (memcached
+    /// would read it as negative and expire the item at once), or a value longer than the
     /// connector's `max_value_size` (nothing is sent); the server's error (for example
     /// `SERVER_ERROR object too large for cache`); a reply that does not fit; an I/O error.
     pub async fn store<K: AsRef<[u8]>>(
@@ -237,7 +238,8 @@ impl Protocol {
     ///
     /// # Errors
     ///
-    /// As [`get`](Protocol::get).
+    /// [`Error::Refused`] for a `ttl` past `i32::MAX` (nothing is sent); otherwise as
+    /// [`get`](Protocol::get).
     pub async fn touch<K: AsRef<[u8]>>(&mut self, key: K, ttl: u32) -> Result<bool, Error> {
         self.found(Command::Touch(key.as_ref(), ttl)).await
     }

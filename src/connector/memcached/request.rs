@@ -55,6 +55,15 @@ pub(crate) fn check_key(key: &[u8]) -> Result<(), Refused> {
     Ok(())
 }
 
+/// memcached reads an expiry as a signed 32-bit number: past `i32::MAX` it is negative, and
+/// the item expires at once (a `touch` deletes it).
+fn check_ttl(ttl: u32) -> Result<(), Refused> {
+    match i32::try_from(ttl) {
+        Ok(_) => Ok(()),
+        Err(_) => Err("an expiry is at most 2^31-1 (seconds, or past 30 days a Unix time)"),
+    }
+}
+
 /// Appends a decimal number.
 fn num(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
@@ -137,6 +146,7 @@ fn build(
             ttl,
         } => {
             check_key(key)?;
+            check_ttl(ttl)?;
             if value.len() > max_value {
                 return Err("the value is longer than the connector's max_value_size");
             }
@@ -193,6 +203,7 @@ fn build(
         }
         Command::Touch(key, ttl) => {
             check_key(key)?;
+            check_ttl(ttl)?;
             out.extend_from_slice(if meta { b"mg " } else { b"touch " });
             out.extend_from_slice(key);
             if meta {

@@ -9,6 +9,8 @@
 
 use std::ops::Range;
 
+use super::meta::{Meta, meta_line};
+
 /// The longest reply line taken: a key is at most 250 bytes, and a header's other fields fit in
 /// the rest.
 pub(crate) const MAX_LINE: usize = 1024;
@@ -140,7 +142,7 @@ pub(crate) struct Mismatch {
     pub(crate) line: String,
 }
 
-fn mismatch(what: &'static str, line: &[u8]) -> Mismatch {
+pub(super) fn mismatch(what: &'static str, line: &[u8]) -> Mismatch {
     let shown = &line[..line.len().min(120)];
     Mismatch {
         what,
@@ -166,7 +168,7 @@ pub(crate) fn number(digits: &[u8]) -> Option<u64> {
 }
 
 /// The first line of `buf` without its CRLF, or how much must be buffered to find it.
-fn line(buf: &[u8]) -> Result<Result<&[u8], usize>, Mismatch> {
+pub(super) fn line(buf: &[u8]) -> Result<Result<&[u8], usize>, Mismatch> {
     let window = &buf[..buf.len().min(MAX_LINE)];
     match memchr::memchr(b'\n', window) {
         Some(0) => Err(mismatch("an empty line", b"")),
@@ -179,7 +181,11 @@ fn line(buf: &[u8]) -> Result<Result<&[u8], usize>, Mismatch> {
 
 /// A data block of `len` bytes after a header of `header` bytes (its CRLF included), with the
 /// CRLF that must follow it; or how much must be buffered.
-fn block(buf: &[u8], header: usize, len: usize) -> Result<Result<Range<usize>, usize>, Mismatch> {
+pub(super) fn block(
+    buf: &[u8],
+    header: usize,
+    len: usize,
+) -> Result<Result<Range<usize>, usize>, Mismatch> {
     let end = header
         .checked_add(len)
         .ok_or_else(|| mismatch("a value length past any bound", b""))?;
@@ -199,7 +205,7 @@ fn block(buf: &[u8], header: usize, len: usize) -> Result<Result<Range<usize>, u
 }
 
 /// An error line's status, fatal or not, if `l` is one.
-fn failure(l: &[u8], at: usize, fatal_anyway: bool) -> Option<Status> {
+pub(super) fn failure(l: &[u8], at: usize, fatal_anyway: bool) -> Option<Status> {
     let line = at..at + l.len();
     if l == b"ERROR" || l.starts_with(b"ERROR ") {
         // The server did not know the command: it read our bytes otherwise than we wrote them.
@@ -325,7 +331,7 @@ pub(crate) fn decode(
 }
 
 /// A declared data length, bounded before anything is reserved for it.
-fn value_len(digits: &[u8], max_value: usize, l: &[u8]) -> Result<usize, Mismatch> {
+pub(super) fn value_len(digits: &[u8], max_value: usize, l: &[u8]) -> Result<usize, Mismatch> {
     let n = number(digits).ok_or_else(|| mismatch("a bad value length", l))?;
     usize::try_from(n)
         .ok()
@@ -362,162 +368,6 @@ fn text_line(l: &[u8], verb: Verb, header: usize) -> Result<Decoded, Mismatch> {
         value: None,
         status: Some(status),
     }))
-}
-
-/// A meta reply line: its code, size (for `VA`), and the flags multiloop reads.
-struct Meta<'a> {
-    code: [u8; 2],
-    size: Option<&'a [u8]>,
-    token: Option<u32>,
-    key: Option<&'a [u8]>,
-    flags: u32,
-    cas: u64,
-}
-
-/// The first word of `s` and what follows its space.
-#[inline]
-fn word(s: &[u8]) -> (&[u8], &[u8]) {
-    match memchr::memchr(b' ', s) {
-        Some(i) => (&s[..i], &s[i + 1..]),
-        None => (s, &[]),
-    }
-}
-
-impl<'a> Meta<'a> {
-    fn parse(l: &'a [u8]) -> Result<Meta<'a>, Mismatch> {
-        let (code, mut rest) = word(l);
-        let code = match code {
-            [a, b] => [*a, *b],
-            _ => return Err(mismatch("not a meta reply", l)),
-        };
-        let mut meta = Meta {
-            code,
-            size: None,
-            token: None,
-            key: None,
-            flags: 0,
-            cas: 0,
-        };
-        if code == *b"VA" {
-            let (size, after) = word(rest);
-            if size.is_empty() {
-                return Err(mismatch("a VA line without a size", l));
-            }
-            meta.size = Some(size);
-            rest = after;
-        }
-        if l.ends_with(b" ") {
-            return Err(mismatch("a meta reply ending in a space", l));
-        }
-        while !rest.is_empty() {
-            let (part, after) = word(rest);
-            rest = after;
-            let Some((&flag, value)) = part.split_first() else {
-                return Err(mismatch("an empty meta flag", l));
-            };
-            match flag {
-                b'O' => {
-                    let t = number(value).and_then(|t| u32::try_from(t).ok());
-                    meta.token = Some(t.ok_or_else(|| mismatch("a bad opaque token", l))?);
-                }
-                b'k' => meta.key = Some(value),
-                b'f' => {
-                    let f = number(value).and_then(|f| u32::try_from(f).ok());
-                    meta.flags = f.ok_or_else(|| mismatch("bad flags", l))?;
-                }
-                b'c' => meta.cas = number(value).ok_or_else(|| mismatch("a bad CAS value", l))?,
-                // Flags multiloop did not ask for are not read, but must be well formed.
-                f if f.is_ascii_alphabetic() => {}
-                _ => return Err(mismatch("a malformed meta flag", l)),
-            }
-        }
-        Ok(meta)
-    }
-}
-
-fn meta_line(
-    l: &[u8],
-    verb: Verb,
-    token: u32,
-    key: &[u8],
-    buf: &[u8],
-    max_value: usize,
-) -> Result<Decoded, Mismatch> {
-    let header = l.len() + 2;
-    let only = |status| {
-        Ok(Decoded::Step(Step {
-            used: header,
-            value: None,
-            status: Some(status),
-        }))
-    };
-    if verb == Verb::NoOp {
-        return match l {
-            b"MN" => only(Status::Ok),
-            // A server without the meta protocol read `mn` whole and did not know it.
-            b"ERROR" => only(Status::Failed {
-                line: 0..l.len(),
-                fatal: false,
-            }),
-            _ => Err(mismatch("not the MN of a no-op", l)),
-        };
-    }
-    // Meta errors carry no token; the request in front is the one they answer.
-    if let Some(status) = failure(l, 0, verb == Verb::Store && l.starts_with(b"CLIENT_ERROR")) {
-        return only(status);
-    }
-    let meta = Meta::parse(l)?;
-    if meta.token != Some(token) {
-        return Err(mismatch(
-            "a reply whose opaque token is not its request's",
-            l,
-        ));
-    }
-    if meta.key.is_some_and(|k| k != key) {
-        return Err(mismatch("a reply whose key is not its request's", l));
-    }
-    let status = match (verb, &meta.code) {
-        (Verb::Get | Verb::Arith, b"VA") => {
-            if verb == Verb::Get && meta.key.is_none() {
-                return Err(mismatch("a value without its key", l));
-            }
-            let len = value_len(meta.size.unwrap_or_default(), max_value, l)?;
-            let data = match block(buf, header, len)? {
-                Ok(data) => data,
-                Err(need) => return Ok(Decoded::Need(need)),
-            };
-            let status = match verb {
-                Verb::Arith => Status::Number(
-                    number(&buf[data.clone()])
-                        .ok_or_else(|| mismatch("an arithmetic result that is no number", l))?,
-                ),
-                _ => Status::Done,
-            };
-            return Ok(Decoded::Step(Step {
-                used: data.end + 2,
-                value: Some(Value {
-                    index: 0,
-                    flags: meta.flags,
-                    cas: meta.cas,
-                    data,
-                }),
-                status: Some(status),
-            }));
-        }
-        (Verb::Get | Verb::Touch, b"EN") | (Verb::Store | Verb::Delete | Verb::Arith, b"NF") => {
-            Status::NotFound
-        }
-        (Verb::Store | Verb::Delete | Verb::Touch, b"HD") => Status::Ok,
-        (Verb::Store, b"NS") => Status::NotStored,
-        (Verb::Store | Verb::Delete, b"EX") => Status::Exists,
-        _ => {
-            return Err(mismatch(
-                "a meta reply that answers no request of this kind",
-                l,
-            ));
-        }
-    };
-    only(status)
 }
 
 #[cfg(test)]
