@@ -189,20 +189,22 @@ where
         let (Some(oldest), Some(c)) = (sent.pop_front(), conn.as_mut()) else {
             return;
         };
-        // Values go straight into the batch: the lock is the workers' turn-taking, never
-        // contended (they run in one future), and a chunk that fails part way through leaves
-        // only values that were read whole and matched to their keys.
+        // A chunk's values join the batch once its reply is read to its end: one that fails
+        // part way through adds none.
+        let mut found = Vec::with_capacity(oldest.len());
         let read = c
             .recv_multi(|i, value| {
                 if let Some(key) = oldest.get(i) {
-                    lock(batch)
-                        .values
-                        .insert(key.as_ref().to_vec(), value.to_vec());
+                    found.push((key.as_ref().to_vec(), value.to_vec()));
                 }
             })
             .await;
         match read {
-            Ok(()) => lock(batch).answered += oldest.len(),
+            Ok(()) => {
+                let mut batch = lock(batch);
+                batch.answered += oldest.len();
+                batch.values.extend(found);
+            }
             Err(e) => {
                 broken(batch, &mut sent, Some(oldest), &e);
                 conn = None;
