@@ -13,16 +13,8 @@ use std::time::Duration;
 
 use multiloop::Pool;
 use multiloop::memcached::{self, Connector, Dialect, Error, Store, Stored};
-use support::wire::{Cut, Scripted, Slicer, cancelled, rule};
+use support::wire::{Cut, Scripted, Slicer, cancelled, pool_of, rule};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connector> {
-    Pool::builder(addr)
-        .connector(connector)
-        .max_size(size)
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_keys_values_and_numbers_in_both_dialects() {

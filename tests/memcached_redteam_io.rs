@@ -9,18 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use multiloop::Pool;
 use multiloop::memcached::{Connector, Dialect};
-use support::wire::{Cut, Slicer, cancelled};
+use support::wire::{Cut, Slicer, cancelled, pool_of};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-fn pool_of(addr: SocketAddr, connector: Connector, size: usize) -> Pool<Connector> {
-    Pool::builder(addr)
-        .connector(connector)
-        .max_size(size)
-        .build()
-        .unwrap()
-}
 
 /// memcached's `curr_connections`, asked on a connection of its own (which counts itself).
 async fn open_at(server: SocketAddr) -> u64 {

@@ -10,17 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use multiloop::Pool;
 use multiloop::memcached::{self, Connector, Dialect, Error, Store, Stored};
-use support::wire::{Cut, Rule, Scripted, Slicer, rule};
-
-fn pool_of(addr: std::net::SocketAddr, connector: Connector, size: usize) -> Pool<Connector> {
-    Pool::builder(addr)
-        .connector(connector)
-        .max_size(size)
-        .build()
-        .unwrap()
-}
+use support::wire::{Cut, Rule, Scripted, Slicer, pool_of, rule};
 
 /// The value of the report: a stale reply whose first segment ends right after a line shaped
 /// like the recovery's old marker.

@@ -262,3 +262,17 @@ pub fn cancelled<F: Future>(fut: F, polls: u32) -> Cancelled<F> {
         polls,
     }
 }
+
+/// A pool of `size` connections to `addr` through `connector`.
+#[cfg(feature = "memcached")]
+pub fn pool_of(
+    addr: SocketAddr,
+    connector: multiloop::memcached::Connector,
+    size: usize,
+) -> multiloop::Pool<multiloop::memcached::Connector> {
+    multiloop::Pool::builder(addr)
+        .connector(connector)
+        .max_size(size)
+        .build()
+        .unwrap()
+}

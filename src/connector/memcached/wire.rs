@@ -272,21 +272,7 @@ pub(crate) fn decode(
             let index = (*next..keys.len())
                 .find(|&i| keys.get(i) == Some(key))
                 .ok_or_else(|| mismatch("a value for a key not asked for (or out of order)", l))?;
-            let data = match block(buf, header, len)? {
-                Ok(data) => data,
-                Err(need) => return Ok(Decoded::Need(need)),
-            };
-            *next = index + 1;
-            Ok(Decoded::Step(Step {
-                used: data.end + 2,
-                value: Some(Value {
-                    index,
-                    flags,
-                    cas: cas_value,
-                    data,
-                }),
-                status: None,
-            }))
+            valued(buf, header, len, next, index, (flags, cas_value))
         }
         Expect::Text(verb) => text_line(l, *verb, header),
         Expect::MetaBatch { keys, base, next } => {
@@ -310,24 +296,37 @@ pub(crate) fn decode(
             if meta.key != keys.get(index) {
                 return Err(mismatch("a value whose key is not its request's", l));
             }
-            let data = match block(buf, header, len)? {
-                Ok(data) => data,
-                Err(need) => return Ok(Decoded::Need(need)),
-            };
-            *next = index + 1;
-            Ok(Decoded::Step(Step {
-                used: data.end + 2,
-                value: Some(Value {
-                    index,
-                    flags: meta.flags,
-                    cas: meta.cas,
-                    data,
-                }),
-                status: None,
-            }))
+            valued(buf, header, len, next, index, (meta.flags, meta.cas))
         }
         Expect::Meta { verb, token, key } => meta_line(l, *verb, *token, key, buf, max_value),
     }
+}
+
+/// A value for key `index` of a multi-get, its `len`-byte block after a `header`-byte line, with
+/// its `(flags, cas)`; the request's progress moves past it only once the block is whole.
+fn valued(
+    buf: &[u8],
+    header: usize,
+    len: usize,
+    next: &mut usize,
+    index: usize,
+    (flags, cas): (u32, u64),
+) -> Result<Decoded, Mismatch> {
+    let data = match block(buf, header, len)? {
+        Ok(data) => data,
+        Err(need) => return Ok(Decoded::Need(need)),
+    };
+    *next = index + 1;
+    Ok(Decoded::Step(Step {
+        used: data.end + 2,
+        value: Some(Value {
+            index,
+            flags,
+            cas,
+            data,
+        }),
+        status: None,
+    }))
 }
 
 /// A declared data length, bounded before anything is reserved for it.
