@@ -7,7 +7,11 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+
+mod config;
+
+pub use config::{ConfigError, MAX_DURATION};
+pub(crate) use config::{check_count, check_duration};
 
 /// What kind of failure a [`DialError`] is. Callers match on this, not on OS error numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,7 +200,7 @@ impl DialError {
 
     /// A dial that could not start because the dialer could not be built.
     pub(crate) fn from_config(err: ConfigError) -> Self {
-        let kind = match err.source.as_ref() {
+        let kind = match err.io_source() {
             Some(io) => match DialErrorKind::classify(io, true) {
                 DialErrorKind::FdLimit => DialErrorKind::FdLimit,
                 _ => DialErrorKind::Io,
@@ -294,108 +298,6 @@ impl From<DialError> for io::Error {
     fn from(err: DialError) -> io::Error {
         io::Error::new(err.io_kind(), err)
     }
-}
-
-/// An invalid configuration, naming the builder option at fault.
-///
-/// ```
-/// let err = multiloop::Dialer::builder().max_attempts(0).build().unwrap_err();
-/// assert_eq!(err.option(), "max_attempts");
-/// assert!(err.to_string().contains("max_attempts"));
-/// ```
-#[derive(Debug)]
-pub struct ConfigError {
-    option: &'static str,
-    message: String,
-    source: Option<io::Error>,
-}
-
-impl ConfigError {
-    pub(crate) fn new(option: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            option,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    pub(crate) fn with_source(mut self, source: io::Error) -> Self {
-        self.source = Some(source);
-        self
-    }
-
-    /// The builder option at fault, as named in the builder (for example `"sources"`,
-    /// `"connect_timeout"` or `"local_port_range"`).
-    pub fn option(&self) -> &'static str {
-        self.option
-    }
-
-    /// What is wrong and what to change, without the option name.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid `{}`: {}", self.option, self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, " ({source})")?;
-        }
-        Ok(())
-    }
-}
-
-/// The underlying I/O error, if any, is part of `Display`, so `source()` is `None`: a chain
-/// printer shows it once.
-impl StdError for ConfigError {}
-
-/// The longest duration any option takes: 24 hours. Longer timeouts hide overload rather than
-/// bound it, and lifetimes past a day are what `None` is for.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Checks a duration option: greater than zero unless `zero_ok`, at most [`MAX_DURATION`].
-pub(crate) fn check_duration(
-    option: &'static str,
-    d: Duration,
-    zero_ok: bool,
-) -> Result<(), ConfigError> {
-    if d.is_zero() && !zero_ok {
-        return Err(ConfigError::new(
-            option,
-            "must be greater than zero (and at most 24 h)",
-        ));
-    }
-    if d > MAX_DURATION {
-        return Err(ConfigError::new(
-            option,
-            format!("{d:?} is above the bound of 24 h"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a count option against its bounds, inclusive.
-pub(crate) fn check_count(
-    option: &'static str,
-    n: usize,
-    min: usize,
-    max: usize,
-    why_min: &str,
-) -> Result<(), ConfigError> {
-    if n < min {
-        return Err(ConfigError::new(
-            option,
-            format!("{n} is too small: it must be at least {min}{why_min}"),
-        ));
-    }
-    if n > max {
-        return Err(ConfigError::new(
-            option,
-            format!("{n} is above the bound of {max}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Which of a pool's timeouts fired.
