@@ -4,26 +4,8 @@ use std::collections::HashMap;
 
 use super::error::Error;
 use super::protocol::{Item, Protocol};
-use super::request::{Command, Mode};
+use super::request::{Command, Store};
 use super::wire::Status;
-
-/// How [`Protocol::store`] treats the key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Store {
-    /// Store whatever is there.
-    Set,
-    /// Store only if the key is absent.
-    Add,
-    /// Store only if the key is present.
-    Replace,
-    /// Add the bytes after the stored value (flags and expiry unchanged).
-    Append,
-    /// Add the bytes before the stored value (flags and expiry unchanged).
-    Prepend,
-    /// Store only if the item's CAS value is still this one ([`Item::cas`]).
-    Cas(u64),
-}
 
 /// What a store did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,14 +103,6 @@ impl Protocol {
         flags: u32,
         ttl: u32,
     ) -> Result<Stored, Error> {
-        let mode = match mode {
-            Store::Set => Mode::Set,
-            Store::Add => Mode::Add,
-            Store::Replace => Mode::Replace,
-            Store::Append => Mode::Append,
-            Store::Prepend => Mode::Prepend,
-            Store::Cas(cas) => Mode::Cas(cas),
-        };
         let command = Command::Store {
             mode,
             key: key.as_ref(),

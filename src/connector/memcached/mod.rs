@@ -19,9 +19,10 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-pub use commands::{Store, Stored};
+pub use commands::Stored;
 pub use error::Error;
 pub use protocol::{Item, Protocol};
+pub use request::Store;
 
 use crate::dial::Stream;
 use crate::error::ConfigError;
@@ -243,7 +244,7 @@ fn describe(stream: &Stream) -> Arc<str> {
 
 /// An idle connection is clean: no reply pending or half read, and a socket still open.
 fn idle(conn: &Protocol) -> io::Result<()> {
-    if !conn.clean() {
+    if conn.in_flight() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a reply is pending on an idle memcached connection, or it failed",

@@ -104,11 +104,6 @@ impl Protocol {
             || self.rpos < self.rbuf.len()
     }
 
-    /// Whether an idle connection is clean: nothing owed, nothing unread, not failed.
-    pub(super) fn clean(&self) -> bool {
-        !self.in_flight() && self.rpos == self.rbuf.len()
-    }
-
     fn io_error(&mut self, source: io::Error) -> Error {
         self.broken = true;
         Error::Io {

@@ -6,14 +6,21 @@ use super::wire::{Expect, Keys, Verb};
 /// The longest key memcached takes.
 pub(crate) const MAX_KEY: usize = 250;
 
-/// How a store treats an existing (or missing) key.
+/// How [`Protocol::store`](super::Protocol::store) treats the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+#[non_exhaustive]
+pub enum Store {
+    /// Store whatever is there.
     Set,
+    /// Store only if the key is absent.
     Add,
+    /// Store only if the key is present.
     Replace,
+    /// Add the bytes after the stored value (flags and expiry unchanged).
     Append,
+    /// Add the bytes before the stored value (flags and expiry unchanged).
     Prepend,
+    /// Store only if the item's CAS value is still this one ([`Item::cas`](super::Item::cas)).
     Cas(u64),
 }
 
@@ -23,7 +30,7 @@ pub(crate) enum Command<'a> {
     /// A single get; `cas`: with the item's CAS value (`gets`).
     Get(&'a [u8], bool),
     Store {
-        mode: Mode,
+        mode: Store,
         key: &'a [u8],
         value: &'a [u8],
         flags: u32,
@@ -160,28 +167,28 @@ fn build(
                 flag(out, b'T', u64::from(ttl));
                 flag(out, b'O', t);
                 match mode {
-                    Mode::Set => {}
-                    Mode::Add => out.extend_from_slice(b" ME"),
-                    Mode::Replace => out.extend_from_slice(b" MR"),
-                    Mode::Append => out.extend_from_slice(b" MA"),
-                    Mode::Prepend => out.extend_from_slice(b" MP"),
-                    Mode::Cas(cas) => flag(out, b'C', cas),
+                    Store::Set => {}
+                    Store::Add => out.extend_from_slice(b" ME"),
+                    Store::Replace => out.extend_from_slice(b" MR"),
+                    Store::Append => out.extend_from_slice(b" MA"),
+                    Store::Prepend => out.extend_from_slice(b" MP"),
+                    Store::Cas(cas) => flag(out, b'C', cas),
                 }
             } else {
                 out.extend_from_slice(match mode {
-                    Mode::Set => b"set ",
-                    Mode::Add => b"add ",
-                    Mode::Replace => b"replace ",
-                    Mode::Append => b"append ",
-                    Mode::Prepend => b"prepend ",
-                    Mode::Cas(_) => b"cas ",
+                    Store::Set => b"set ",
+                    Store::Add => b"add ",
+                    Store::Replace => b"replace ",
+                    Store::Append => b"append ",
+                    Store::Prepend => b"prepend ",
+                    Store::Cas(_) => b"cas ",
                 });
                 out.extend_from_slice(key);
                 for n in [u64::from(flags), u64::from(ttl), len] {
                     out.push(b' ');
                     num(out, n);
                 }
-                if let Mode::Cas(cas) = mode {
+                if let Store::Cas(cas) = mode {
                     out.push(b' ');
                     num(out, cas);
                 }
