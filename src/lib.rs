@@ -75,7 +75,7 @@
 //!
 //! A folder per layer; imports go down the list, or across into telemetry, never up.
 //!
-//! - `pool/` ([`Pool`], on `deadpool::managed`): a hard cap on sockets, one admission path with
+//! - `pool/` ([`Pool`], on `deadpool::unmanaged`): a hard cap on sockets, one admission path with
 //!   one deadline, dials that outlive a caller who gives up, lifetimes, checks, runtime
 //!   switches, and limits on every call site ([`Pool::fan_out`], [bulkheads](Pool::bulkhead)).
 //! - `connector/` ([`Connector`], [`Raw`], and the `memcached` and `redis` connectors): what a

@@ -4,20 +4,20 @@
 use std::fmt;
 #[cfg(unix)]
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use deadpool::managed::{self, QueueMode};
+use deadpool::unmanaged;
 
-use super::config::PoolConfig;
+use super::config::{MAX_POOL_SIZE, PoolConfig};
+use super::gate::Gate;
 use super::handle::Pool;
+use super::health::Health;
 use super::inner::PoolInner;
 use super::leak::Checkouts;
 use super::limit::Bulkheads;
-use super::manager::Manager;
 use super::slot::Lifetimes;
-use super::supply::Supply;
 use crate::connector::{Connector, Raw};
 use crate::dial::{Dialer, IntoTarget, Target};
 use crate::error::ConfigError;
@@ -185,66 +185,49 @@ impl<C: Connector> PoolBuilder<C> {
         };
         #[cfg(feature = "metrics")]
         let export = Arc::new(crate::telemetry::export::Export::new(&name));
-        let lifetimes = Lifetimes {
-            max_lifetime: config.max_lifetime,
-            jitter: config.lifetime_jitter,
-            idle_timeout: config.idle_timeout,
-        };
-        let checkouts = Arc::new(Checkouts::default());
-        let supply = Arc::new(Supply::new(
-            dialer,
-            target,
-            self.connector,
-            counters.clone(),
-            lifetimes,
-            config.create_timeout,
-            config.max_size,
-            config.max_concurrent_dials,
-            config.leak_threshold.map(|_| checkouts.clone()),
-            #[cfg(feature = "metrics")]
-            export,
-        ));
-        let manager = Manager {
-            supply: supply.clone(),
-            check_timeout: config.check_timeout,
-            check_after_idle: config.check_after_idle,
-            fresh_is_not_idle: config
-                .idle_timeout
-                .is_none_or(|t| config.check_after_idle <= t),
-        };
-        // Most recent first, so that spare connections stay idle and the idle timeout trims
-        // them when load drops.
-        let pool = managed::Pool::builder(manager)
-            .max_size(config.max_size)
-            .queue_mode(QueueMode::Lifo)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| ConfigError::new("max_size", e.to_string()))?;
         Ok(Pool {
             inner: Arc::new(PoolInner {
                 name,
-                pool,
-                supply,
-                counters,
-                wait_timeout: config.wait_timeout,
-                first_try: deadpool::managed::Timeouts {
-                    wait: Some(Duration::ZERO),
-                    create: Some(config.create_timeout),
-                    recycle: None,
+                target,
+                dialer,
+                connector: self.connector,
+                // The store's own bound is the largest cap: the cap is the socket gate's.
+                store: unmanaged::Pool::new(MAX_POOL_SIZE),
+                sockets: Gate::new(config.max_size),
+                dials: Gate::new(config.max_concurrent_dials),
+                dialing: AtomicUsize::new(0),
+                adding: RwLock::new(()),
+                sweeping: Mutex::new(()),
+                upkeep: AtomicU8::new(0),
+                health: Arc::new(Health::default()),
+                lifetimes: Lifetimes {
+                    max_lifetime: config.max_lifetime,
+                    jitter: config.lifetime_jitter,
+                    idle_timeout: config.idle_timeout,
                 },
+                wait_timeout: config.wait_timeout,
+                create_timeout: config.create_timeout,
                 check_timeout: config.check_timeout,
+                check_after_idle: config.check_after_idle,
+                fresh_is_not_idle: config
+                    .idle_timeout
+                    .is_none_or(|t| config.check_after_idle <= t),
                 waiters: AtomicUsize::new(0),
                 max_waiters: AtomicUsize::new(config.max_waiters),
-                max_size: AtomicUsize::new(config.max_size),
                 default_limit: AtomicUsize::new(config.default_limit.unwrap_or(0)),
                 min_idle: config.min_idle,
                 warm_up_concurrency: config.warm_up_concurrency,
                 leak_threshold: config.leak_threshold,
                 port_warning: config.port_warning,
-                checkouts,
+                checkouts: config
+                    .leak_threshold
+                    .map(|_| Arc::new(Checkouts::default())),
+                resolved: Mutex::new(None),
+                counters,
                 reporter: Reporter::new(config.report_window),
                 bulkheads: Bulkheads::default(),
-                resizing: Mutex::new(()),
+                #[cfg(feature = "metrics")]
+                export,
             }),
         })
     }

@@ -1,6 +1,6 @@
 //! [`Conn`]: a connection on loan. It tracks whether a request is in flight, and when it comes
-//! back, it goes to a `create` that is waiting, to the pool, to a recovery task, or closed;
-//! never, with a reply still on its way, to the next caller.
+//! back, it goes to the store (where the first waiting get takes it), to a recovery task, or
+//! closed; never, with a reply still on its way, to the next caller.
 
 use std::fmt;
 use std::io;
@@ -12,12 +12,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use deadpool::managed::Object;
+use deadpool::unmanaged;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::inner::PoolInner;
+use super::inner::{Object, PoolInner};
 use super::limit::LimitPermit;
-use super::manager::Manager;
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;
 
@@ -43,7 +42,7 @@ enum Io {
 /// the next caller: the connector [recovers](Connector::recover) it in a task of its own, or it
 /// is closed. [`discard`](Conn::discard) closes it outright.
 pub struct Conn<C: Connector> {
-    obj: Option<Object<Manager<C>>>,
+    obj: Option<Object<C>>,
     pool: Arc<PoolInner<C>>,
     io: Io,
     /// The bulkhead place it holds, released when it drops (by `drop`, below: a
@@ -53,11 +52,7 @@ pub struct Conn<C: Connector> {
 
 impl<C: Connector> Conn<C> {
     /// A connection on loan, holding its bulkhead place if it has one.
-    pub(crate) fn new(
-        obj: Object<Manager<C>>,
-        pool: Arc<PoolInner<C>>,
-        limit: Option<LimitPermit>,
-    ) -> Self {
+    pub(crate) fn new(obj: Object<C>, pool: Arc<PoolInner<C>>, limit: Option<LimitPermit>) -> Self {
         Conn {
             obj: Some(obj),
             pool,
@@ -71,7 +66,7 @@ impl<C: Connector> Conn<C> {
     pub fn discard(mut self) {
         if let Some(obj) = self.obj.take() {
             obj.set_close_reason(CloseReason::Broken);
-            drop(Object::take(obj));
+            drop(unmanaged::Object::take(obj));
         }
     }
 
@@ -117,8 +112,7 @@ impl<C: Connector> DerefMut for Conn<C> {
 }
 
 impl<C: Connector> Drop for Conn<C> {
-    /// The common return (no request in flight, no `create` waiting) inline; the rest out of
-    /// line.
+    /// The common return (no request in flight) inline; the rest out of line.
     #[inline]
     fn drop(&mut self) {
         if let Some(slot) = self.obj.as_deref_mut() {
@@ -128,19 +122,15 @@ impl<C: Connector> Drop for Conn<C> {
             let now = Instant::now();
             #[cfg(feature = "metrics")]
             self.pool
-                .supply
                 .export
                 .used(now.saturating_duration_since(slot.touched));
             slot.touched = now;
-            let supply = &self.pool.supply;
-            if self.io == Io::Idle
-                && !supply.connector.in_flight(&slot.conn)
-                && !supply.has_waiters()
-            {
-                // Back to deadpool, dropped where it is.
-                self.obj = None;
+            if self.io == Io::Idle && !self.pool.connector.in_flight(&slot.conn) {
+                if let Some(obj) = self.obj.take() {
+                    self.pool.give_back(obj);
+                }
             } else {
-                self.give_back();
+                self.give_back_in_flight();
             }
         }
         // The bulkhead's place goes last, once the connection is back: the get it lets in
@@ -152,41 +142,18 @@ impl<C: Connector> Drop for Conn<C> {
 }
 
 impl<C: Connector> Conn<C> {
-    /// A return off the common path: a broken connection closes, one a `create` is waiting
-    /// for goes to it, one with a request in flight is recovered or closed.
+    /// A return off the common path: a broken connection closes, one with a request in flight
+    /// is recovered or closed.
     #[cold]
     #[inline(never)]
-    fn give_back(&mut self) {
+    fn give_back_in_flight(&mut self) {
         let Some(obj) = self.obj.take() else {
             return;
         };
-        let supply = &self.pool.supply;
-        match self.io {
-            Io::Broken => {
-                obj.set_close_reason(CloseReason::Broken);
-                drop(Object::take(obj));
-                return;
-            }
-            Io::Sent | Io::Reading => {}
-            Io::Idle if supply.connector.in_flight(&obj.conn) => {}
-            Io::Idle if !self.pool.pool.is_closed() => {
-                // A `create` is waiting for a dial: this connection is free first. The create
-                // lends it without a recycle, so the connector's peek runs here: one with
-                // stray bytes or closed by its server closes instead.
-                let mut obj = obj;
-                if let Some(Err(_)) = supply.connector.peek(&mut obj.conn) {
-                    obj.set_close_reason(CloseReason::Broken);
-                    drop(Object::take(obj));
-                    return;
-                }
-                supply.stash(Object::take(obj));
-                return;
-            }
-            Io::Idle => {
-                // Closed meanwhile: back to deadpool, which closes it.
-                drop(obj);
-                return;
-            }
+        if self.io == Io::Broken {
+            obj.set_close_reason(CloseReason::Broken);
+            drop(unmanaged::Object::take(obj));
+            return;
         }
         // A request is in flight: recover it off the caller's path, or close it.
         match tokio::runtime::Handle::try_current() {
@@ -196,7 +163,7 @@ impl<C: Connector> Conn<C> {
             }
             Err(_) => {
                 obj.set_close_reason(CloseReason::InFlight);
-                drop(Object::take(obj));
+                drop(unmanaged::Object::take(obj));
             }
         }
     }
@@ -204,19 +171,17 @@ impl<C: Connector> Conn<C> {
 
 /// Makes a connection given back mid-request clean again, under the check timeout, then gives
 /// it back; or closes it, counted as `in_flight`. It counts as in use meanwhile.
-async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<Manager<C>>) {
-    let timeout = pool.check_timeout;
-    let supply = &pool.supply;
-    let clean = tokio::time::timeout(timeout, supply.connector.recover(&mut obj.conn))
+async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<C>) {
+    let clean = tokio::time::timeout(pool.check_timeout, pool.connector.recover(&mut obj.conn))
         .await
         .unwrap_or(false);
-    if clean && !supply.connector.in_flight(&obj.conn) {
+    if clean && !pool.connector.in_flight(&obj.conn) {
         pool.counters.recovered.fetch_add(1, Ordering::Relaxed);
         obj.touched = Instant::now();
-        drop(obj);
+        pool.give_back(obj);
     } else {
         obj.set_close_reason(CloseReason::InFlight);
-        drop(Object::take(obj));
+        drop(unmanaged::Object::take(obj));
     }
 }
 

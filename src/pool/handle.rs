@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use super::admission;
 use super::config::{check_limit, check_max_size, check_max_waiters};
 use super::conn::Conn;
-use super::inner::PoolInner;
+use super::inner::{PAUSED, PoolInner};
 use super::{reaper, warm};
 use crate::connector::{Connector, Raw};
 use crate::dial::{Dialer, Target};
 use crate::error::{ConfigError, PoolError};
 use crate::telemetry::counters::PoolStats;
 
-/// A bounded pool of connections to one target, on `deadpool::managed`.
+/// A bounded pool of connections to one target, on `deadpool::unmanaged`.
 ///
 /// - **Cap on sockets.** At most [`max_size`](crate::PoolConfig::max_size) sockets exist,
 ///   counting connections idle, in use and being dialed, and at most
@@ -89,7 +89,8 @@ pub struct Status {
     pub idle: usize,
     /// Connections handed out (or being recovered after a cancelled request).
     pub in_use: usize,
-    /// Dials in progress. `size + dialing` never exceeds `max_size`.
+    /// Dials in progress. `size + dialing` never exceeds `max_size`, but after a shrink, until
+    /// the connections in use past the new cap come back and close.
     pub dialing: usize,
     /// Gets queued for a busy pool, at most `max_waiters`.
     pub waiting: usize,
@@ -140,18 +141,17 @@ impl<C: Connector> Pool<C> {
     /// The pool's occupancy now.
     pub fn status(&self) -> Status {
         let inner = &*self.inner;
-        let s = inner.pool.status();
-        let stashed = inner.supply.stashed();
+        let s = inner.store.status();
         Status {
-            max_size: inner.max_size.load(Ordering::Relaxed),
-            size: s.size + stashed,
-            idle: s.available + stashed,
-            in_use: s.size - s.available,
-            dialing: inner.supply.dialing(),
+            max_size: inner.max_size(),
+            size: s.size,
+            idle: s.available,
+            in_use: s.size.saturating_sub(s.available),
+            dialing: inner.dialing.load(Ordering::Relaxed),
             waiting: inner.waiters.load(Ordering::Relaxed),
             max_waiters: inner.max_waiters.load(Ordering::Relaxed),
-            paused: inner.supply.paused(),
-            closed: inner.pool.is_closed(),
+            paused: inner.paused(),
+            closed: inner.is_closed(),
         }
     }
 
@@ -162,7 +162,7 @@ impl<C: Connector> Pool<C> {
 
     /// The dialer the pool dials with, and its own stats.
     pub fn dialer(&self) -> &Dialer {
-        &self.inner.supply.dialer
+        &self.inner.dialer
     }
 
     /// The pool's name: [`PoolConfig::name`](crate::PoolConfig::name), or else the target as
@@ -187,16 +187,13 @@ impl<C: Connector> Pool<C> {
     pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
         let inner = &*self.inner;
         check_max_size(max_size, inner.min_idle)?;
-        let _serialized = inner
-            .resizing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.supply.sockets.set(max_size);
-        inner.pool.resize(max_size);
-        inner.max_size.store(max_size, Ordering::Relaxed);
-        // What deadpool's resize did not reach: connections of dials whose caller was served
-        // first, waiting in the stash, and any given back as it shrank.
-        inner.shed();
+        if inner.is_closed() {
+            // A closed pool's cap stays 0.
+            return Ok(());
+        }
+        // Idle connections past the new cap close now; lent ones close as they come back, and
+        // dials past it as they finish.
+        inner.set_cap(max_size);
         Ok(())
     }
 
@@ -219,7 +216,7 @@ impl<C: Connector> Pool<C> {
     /// [`MAX_POOL_SIZE`](crate::MAX_POOL_SIZE).
     pub fn set_max_concurrent_dials(&self, n: usize) -> Result<(), ConfigError> {
         crate::error::check_count("max_concurrent_dials", n, 1, crate::MAX_POOL_SIZE, "")?;
-        self.inner.supply.set_max_dials(n);
+        self.inner.dials.set(n);
         Ok(())
     }
 
@@ -238,25 +235,19 @@ impl<C: Connector> Pool<C> {
     /// [`PoolError::Paused`] (gets already waiting fail when they would have been served), and
     /// connections in use finish their work and come back as usual.
     pub fn pause(&self) {
-        self.inner.supply.set_paused(true);
+        self.inner.upkeep.fetch_or(PAUSED, Ordering::AcqRel);
     }
 
     /// Turns a paused pool back on.
     pub fn resume(&self) {
-        self.inner.supply.set_paused(false);
+        self.inner.upkeep.fetch_and(!PAUSED, Ordering::AcqRel);
     }
 
     /// Closes the pool: idle connections close now, in-use ones when they come back, dials in
     /// progress when they finish, and every `get` fails with [`PoolError::Closed`]. The reaper
     /// ends. It cannot be reopened.
     pub fn close(&self) {
-        let inner = &*self.inner;
-        inner.pool.close();
-        inner.supply.close();
-        // deadpool's close trims only the idle connections it can take a permit for: one given
-        // back as it closed (pushed, its permit not yet released) would stay. Its cap is 0 now,
-        // so nothing given back after this is kept.
-        drop(inner.pool.retain(|_, _| false));
+        self.inner.close();
     }
 
     /// The concurrency limit of `fan_out` and of bulkheads not set otherwise.
@@ -266,12 +257,12 @@ impl<C: Connector> Pool<C> {
 
     /// Whether [`close`](Pool::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.pool.is_closed()
+        self.inner.is_closed()
     }
 
     /// Whether the last dial to the target was refused or timed out, so that gets fail fast.
     pub fn target_down(&self) -> bool {
-        self.inner.supply.health.is_down()
+        self.inner.health.is_down()
     }
 }
 

@@ -1,180 +1,242 @@
-//! What a pool's handles share: deadpool's pool, the supply, the switches, the counters and the
-//! reporter with the pool's event kinds.
+//! [`PoolInner`]: the one home of a pool's state, shared by its handles, its connections and
+//! its tasks; and the few operations that move a connection into, out of, or past the store.
+//!
+//! **The store.** Every connection the pool holds, idle or lent (or being recovered after a
+//! cancelled request), belongs to one `deadpool::unmanaged::Pool`: idle ones in its queue, lent
+//! ones as its `Object`s. A dial task adds its connection to the store whether or not the get
+//! that started it still waits; a `Conn` dropped returns its object there; and a get that waits
+//! takes whichever connection reaches the store first, returned or newly dialed (go-redis's
+//! handoff). A connection leaves the store only to close.
+//!
+//! **The cap.** Every socket, in the store or still being dialed, holds one permit of
+//! [`PoolInner::sockets`], released when it closes. The cap is that gate's limit, kept nowhere
+//! else. A shrink leaves permits out past the limit (the gate's `over`); until they are paid,
+//! nothing is added to the store and nothing returns to it: connections close instead.
+//!
+//! **Closing** is a shrink to zero that cannot be undone: every socket is then over the cap, so
+//! idle connections close at once and every other one as it comes back or lands. The store
+//! itself is never closed: deadpool's `close` empties its queue even of a connection already
+//! promised to a waiting get, which then finds none; here the waiting gets learn of the close
+//! from the socket gate, closed too, and close what they are handed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use deadpool::managed;
+use deadpool::unmanaged;
 
+use super::event::PoolEvent;
+use super::gate::Gate;
+use super::health::Health;
 use super::leak::Checkouts;
 use super::limit::Bulkheads;
-use super::manager::Manager;
-use super::supply::Supply;
+use super::slot::{Lifetimes, Slot};
 use crate::connector::Connector;
-use crate::dial::Target;
-use crate::error::{DialErrorKind, PoolError, TimeoutKind};
+use crate::dial::{Dialer, Target};
 use crate::telemetry::counters::PoolCounters;
 use crate::telemetry::report::{ReportKind, Reporter};
 
-/// What the pool reports, rate-limited: each failure a caller sees, by why, and the port
-/// warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PoolEvent {
-    WaitTimeout,
-    CreateTimeout,
-    Saturated,
-    Paused,
-    Closed,
-    Backend,
-    BulkheadSaturated,
-    BulkheadTimeout,
-    Ports,
-    Dial(DialErrorKind),
-}
+/// A connection the pool holds: lent as the store's object, idle in its queue.
+pub(crate) type Object<C> = unmanaged::Object<Slot<<C as Connector>::Conn>>;
 
-const FIXED: usize = 9;
-
-impl ReportKind for PoolEvent {
-    const COUNT: usize = FIXED + DialErrorKind::ALL.len();
-
-    fn index(self) -> usize {
-        match self {
-            PoolEvent::WaitTimeout => 0,
-            PoolEvent::CreateTimeout => 1,
-            PoolEvent::Saturated => 2,
-            PoolEvent::Paused => 3,
-            PoolEvent::Closed => 4,
-            PoolEvent::Backend => 5,
-            PoolEvent::BulkheadSaturated => 6,
-            PoolEvent::BulkheadTimeout => 7,
-            PoolEvent::Ports => 8,
-            PoolEvent::Dial(kind) => FIXED + kind as usize,
-        }
-    }
-
-    fn from_index(index: usize) -> Self {
-        match index {
-            0 => PoolEvent::WaitTimeout,
-            1 => PoolEvent::CreateTimeout,
-            2 => PoolEvent::Saturated,
-            3 => PoolEvent::Paused,
-            4 => PoolEvent::Closed,
-            5 => PoolEvent::Backend,
-            6 => PoolEvent::BulkheadSaturated,
-            7 => PoolEvent::BulkheadTimeout,
-            8 => PoolEvent::Ports,
-            i => PoolEvent::Dial(DialErrorKind::ALL[(i - FIXED).min(DialErrorKind::ALL.len() - 1)]),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            PoolEvent::WaitTimeout => "gets failed: timed out waiting for a connection",
-            PoolEvent::CreateTimeout => "gets failed: timed out waiting for a new connection",
-            PoolEvent::Saturated => "gets shed: the wait queue was full (saturated)",
-            PoolEvent::Paused => "gets shed: the pool is paused",
-            PoolEvent::Closed => "gets refused: the pool is closed",
-            PoolEvent::Backend => "gets failed: the connector's handshake failed",
-            PoolEvent::BulkheadSaturated => "gets shed: a bulkhead's wait queue was full",
-            PoolEvent::BulkheadTimeout => "gets failed: timed out waiting for a bulkhead",
-            PoolEvent::Ports => "port utilization warnings",
-            PoolEvent::Dial(kind) => match kind {
-                DialErrorKind::PortsExhausted => "gets failed: dial error, ports exhausted",
-                DialErrorKind::Refused => "gets failed: dial error, connection refused",
-                DialErrorKind::Timeout => "gets failed: dial error, connect timed out",
-                DialErrorKind::FdLimit => "gets failed: dial error, file descriptor limit",
-                DialErrorKind::Mismatch => "gets failed: dial error, source/target mismatch",
-                _ => "gets failed: dial error, I/O",
-            },
-        }
-    }
-}
-
-impl PoolEvent {
-    /// The event of a failed get.
-    pub(crate) fn of<E>(err: &PoolError<E>) -> PoolEvent {
-        match err {
-            PoolError::Timeout(TimeoutKind::Wait) => PoolEvent::WaitTimeout,
-            PoolError::Timeout(_) => PoolEvent::CreateTimeout,
-            PoolError::Saturated => PoolEvent::Saturated,
-            PoolError::Paused => PoolEvent::Paused,
-            PoolError::Closed => PoolEvent::Closed,
-            PoolError::Dial(e) => PoolEvent::Dial(e.kind()),
-            PoolError::Backend(_) => PoolEvent::Backend,
-        }
-    }
-}
+/// Bits of [`PoolInner::upkeep`]: the reaper runs.
+pub(crate) const REAPER_RUNNING: u8 = 1;
+/// Bits of [`PoolInner::upkeep`]: a runtime that connections were made on has shut down.
+pub(crate) const RUNTIME_GONE: u8 = 2;
+/// Bits of [`PoolInner::upkeep`]: the pool is paused.
+pub(crate) const PAUSED: u8 = 4;
+/// Bits of [`PoolInner::upkeep`]: the pool is closed, for good.
+pub(crate) const CLOSED: u8 = 8;
 
 pub(crate) struct PoolInner<C: Connector> {
     /// `PoolConfig::name`, or the target as written.
     pub(crate) name: Arc<str>,
-    pub(crate) pool: managed::Pool<Manager<C>>,
-    pub(crate) supply: Arc<Supply<C>>,
-    pub(crate) counters: Arc<PoolCounters>,
+    pub(crate) target: Target,
+    pub(crate) dialer: Dialer,
+    pub(crate) connector: C,
+    /// Every connection the pool holds but those being dialed.
+    pub(crate) store: unmanaged::Pool<Slot<C::Conn>>,
+    /// The cap on sockets, and so the pool's `max_size`.
+    pub(crate) sockets: Arc<Gate>,
+    /// The bound on dials in progress.
+    pub(crate) dials: Arc<Gate>,
+    /// Dial tasks running now.
+    pub(crate) dialing: AtomicUsize,
+    /// Held for reading by a dial adding its connection to the store, for writing by a change
+    /// of the cap: nothing lands past a cap it did not see.
+    pub(crate) adding: RwLock<()>,
+    /// Held while the reaper has idle connections out of the store to look at them, and by a
+    /// get that found the store empty before it dials: what looks empty for that moment is not.
+    pub(crate) sweeping: Mutex<()>,
+    /// The pool's state as every `get` reads it, in one load: `REAPER_RUNNING` alone is the
+    /// steady state. Otherwise the get sees to it first: `REAPER_RUNNING` clear (start the
+    /// reaper), `RUNTIME_GONE` (close the connections whose runtime has shut down), `PAUSED`
+    /// (fail). The reaper's start, the sentinels, `pause` and `resume` write it.
+    pub(crate) upkeep: AtomicU8,
+    pub(crate) health: Arc<Health>,
+    pub(crate) lifetimes: Lifetimes,
     pub(crate) wait_timeout: Duration,
-    /// A get's first try at deadpool: no wait (a busy pool is queued for in our own bounded
-    /// queue), the create timeout on a dial. Built once; the common checkout copies nothing.
-    pub(crate) first_try: managed::Timeouts,
+    pub(crate) create_timeout: Duration,
     pub(crate) check_timeout: Duration,
+    /// Below this idle time, only the connector's peek runs at checkout.
+    pub(crate) check_after_idle: Duration,
+    /// Whether `check_after_idle` is at most the idle timeout (or there is none), so that a
+    /// connection idle for less than the one is not past the other.
+    pub(crate) fresh_is_not_idle: bool,
+    /// Gets waiting for a busy pool now, at most `max_waiters`.
     pub(crate) waiters: AtomicUsize,
     pub(crate) max_waiters: AtomicUsize,
-    /// The cap as last set, readable without deadpool's lock.
-    pub(crate) max_size: AtomicUsize,
     /// 0 means "follow max_size".
     pub(crate) default_limit: AtomicUsize,
     pub(crate) min_idle: usize,
     pub(crate) warm_up_concurrency: usize,
     pub(crate) leak_threshold: Option<Duration>,
     pub(crate) port_warning: Option<f64>,
-    /// The leak registry, for the reaper; the connections enter it themselves.
-    pub(crate) checkouts: Arc<Checkouts>,
+    /// The leak registry, when the pool keeps one; each new connection enters it.
+    pub(crate) checkouts: Option<Arc<Checkouts>>,
+    /// For a host-name target, the address the last dial reached: what the port census
+    /// counts towards.
+    pub(crate) resolved: Mutex<Option<SocketAddr>>,
+    pub(crate) counters: Arc<PoolCounters>,
     pub(crate) reporter: Reporter<PoolEvent>,
     pub(crate) bulkheads: Bulkheads,
-    /// Serializes `resize` calls, so deadpool's cap and the socket cap move together.
-    pub(crate) resizing: Mutex<()>,
+    #[cfg(feature = "metrics")]
+    pub(crate) export: Arc<crate::telemetry::export::Export>,
 }
 
 impl<C: Connector> PoolInner<C> {
     pub(crate) fn target(&self) -> &Target {
-        &self.supply.target
+        &self.target
+    }
+
+    /// The cap on sockets.
+    pub(crate) fn max_size(&self) -> usize {
+        self.sockets.limit()
     }
 
     pub(crate) fn default_limit(&self) -> usize {
         match self.default_limit.load(Ordering::Relaxed) {
-            0 => self.max_size.load(Ordering::Relaxed),
+            0 => self.max_size(),
             n => n,
         }
     }
 
-    /// Closes idle connections while the pool holds more than its cap (after a shrink): the
-    /// stashed ones first, then deadpool's. deadpool's own resize trims only the idle
-    /// connections it can take a permit for, so one given back as it shrank can stay; `resize`
-    /// and every reaper tick call this, so none stays longer than a tick.
-    pub(crate) fn shed(&self) {
-        self.supply.trim();
-        let max = self.max_size.load(Ordering::Relaxed);
-        let mut over = self.pool.status().size.saturating_sub(max);
-        if over > 0 {
-            drop(self.pool.retain(|_, _| {
-                let keep = over == 0;
-                over = over.saturating_sub(1);
-                keep
-            }));
+    /// Whether the pool is paused.
+    pub(crate) fn paused(&self) -> bool {
+        self.upkeep.load(Ordering::Acquire) & PAUSED != 0
+    }
+
+    /// Whether the pool is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.upkeep.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// A new connection into the store, where the first waiting get takes it; closed instead
+    /// when the pool holds more sockets than its cap (after a shrink, or closed).
+    ///
+    /// Under the read side of `adding`, which a shrink holds for writing while it changes the
+    /// cap and sheds: a connection is either added before, and shed, or sees the new cap.
+    pub(crate) fn add(&self, slot: Slot<C::Conn>) {
+        let _adding = self
+            .adding
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.sockets.over() > 0 {
+            drop(slot);
+            return;
         }
+        // The store's own bound is the largest cap, so it has room; were it refused, the
+        // connection would close here, counted by its slot.
+        drop(self.store.try_add(slot));
+    }
+
+    /// A lent connection back into the store, or closed while the pool holds more sockets
+    /// than its cap (after a shrink, or closed). The one place a connection returns.
+    #[inline]
+    pub(crate) fn give_back(&self, obj: Object<C>) {
+        if self.sockets.over() == 0 {
+            drop(obj);
+            // A shrink (or a close) between the look and the return may have shed before this
+            // one was back. Either it sees this connection in the store, or this sees its debt:
+            // the fence here and the one in `shed` forbid both missing the other.
+            fence(Ordering::SeqCst);
+            if self.sockets.over() > 0 {
+                self.shed();
+            }
+        } else {
+            drop(unmanaged::Object::take(obj));
+        }
+    }
+
+    /// Changes the cap, then closes idle connections past it; the others close as they come
+    /// back or land. Serialized with `add` (see there).
+    pub(crate) fn set_cap(&self, max_size: usize) {
+        let _adding = self
+            .adding
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sockets.set(max_size);
+        self.shed();
+    }
+
+    /// Closes idle connections while the pool holds more sockets than its cap (after a
+    /// shrink). A shrink calls it, a return that raced with one, and every reaper tick.
+    pub(crate) fn shed(&self) {
+        fence(Ordering::SeqCst);
+        for _ in 0..self.sockets.over() {
+            match self.store.try_remove() {
+                // Its permit pays one of the debt as it closes.
+                Ok(slot) => drop(slot),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Takes every idle connection out of the store, closes those `close` picks, and puts the
+    /// others back in the order they were, while a get that finds the store empty waits for
+    /// it to finish instead of dialing.
+    pub(crate) fn sweep(&self, mut close: impl FnMut(&Slot<C::Conn>) -> bool) {
+        let _sweeping = self
+            .sweeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = self.store.status().available;
+        let mut kept = Vec::with_capacity(idle);
+        for _ in 0..idle {
+            match self.store.try_remove() {
+                Ok(slot) if close(&slot) => drop(slot),
+                Ok(slot) => kept.push(slot),
+                Err(_) => break,
+            }
+        }
+        // Taken most recent first: put back oldest first, so the most recent is on top again.
+        for slot in kept.into_iter().rev() {
+            self.add(slot);
+        }
+    }
+
+    /// Closes the pool: a shrink to zero, for good. Gets fail from now on, waiting ones too
+    /// (the closed gates wake them); idle connections close now, lent ones as they come back,
+    /// dials as they finish; no dial starts after.
+    pub(crate) fn close(&self) {
+        self.upkeep.fetch_or(CLOSED, Ordering::AcqRel);
+        self.set_cap(0);
+        self.sockets.close();
+        self.dials.close();
     }
 
     /// Logs the first event of its kind in a window, with the pool's occupancy; counts the rest
     /// for the reaper's summary.
     pub(crate) fn report(&self, event: PoolEvent, error: &dyn std::fmt::Display) {
         self.reporter.report(event, |suppressed| {
-            let s = self.pool.status();
+            let s = self.store.status();
             tracing::warn!(
                 pool = %self.name,
                 target = %self.target(),
                 error = %error,
                 size = s.size,
-                max_size = s.max_size,
+                max_size = self.max_size(),
                 waiting = self.waiters.load(Ordering::Relaxed),
                 suppressed_in_last_window = suppressed,
                 "multiloop pool: {}",

@@ -1,48 +1,56 @@
-//! The pool layer, on `deadpool::managed`: a cap on sockets, one admission path, creation that
-//! outlives its caller, lifetimes, checks, switches and the reaper.
+//! The pool layer, on `deadpool::unmanaged`: one store of connections, a cap on sockets, one
+//! admission path, dials that outlive their caller, lifetimes, checks, switches and the reaper.
+//!
+//! **Why deadpool's unmanaged pool.** A pool that caps sockets must own creation: a dial that
+//! outlives its caller must still land somewhere the pool counts and every switch reaches.
+//! deadpool's managed pool creates inside the caller's future (its open issue #462), so the
+//! crate ran its own queue beside it, a second store for orphaned dials and a second cap. Its
+//! unmanaged pool is a store any task can `add` to, where a waiting get takes whichever
+//! connection arrives first, returned or newly dialed: go-redis's handoff, with no second
+//! store, no second queue and `max_size` kept once, in the socket gate.
 //!
 //! Files, from the top down (imports go down the list, or into telemetry):
 //!
 //! - `fanout`: [`Pool::fan_out`] and [`Bulkhead`], the limits on every call site;
 //! - `handle`: [`Pool`], its snapshots and switches; `builder` and `config`: options;
-//! - `admission`: the one path every `get` takes, with one deadline;
+//! - `admission`: the one path every `get` takes, with one deadline, and the checkout's idle
+//!   decisions and check;
 //! - `reaper` and `warm`: the pool's background work;
 //! - `conn`: [`Conn`], which knows whether a request is in flight when it comes back;
-//! - `inner`: what the handles share, and the pool's report kinds;
-//! - `manager`: deadpool's `create` and `recycle`, and the idle decisions admission takes on
-//!   the time deadpool reads at checkout;
-//! - `supply`: the socket cap, the dial tasks and the stash of connections whose caller left;
-//! - `health`, `slot`, `limit`, `gate`, `leak`: the small pieces below.
+//! - `dial`: the dial tasks, which add their connections to the store;
+//! - `inner`: `PoolInner`, the one home of the pool's state, and the moves
+//!   into and out of the store (`add`, `give_back`, `shed`, `sweep`, `close`);
+//! - `event`, `health`, `slot`, `limit`, `gate`, `leak`: the small pieces below.
 //!
-//! **A get served from the pool (a hit).** [`Pool::get`] (`handle`) enters `admission::in_pool`:
-//! one load of the upkeep state, then deadpool's `timeout_get` with no wait, whose
-//! `Manager::recycle` (`manager`) peeks at the idle connection; admission settles its idle
-//! time on the clock deadpool read, and wraps it in a [`Conn`] (`conn`). Dropped, the `Conn`
-//! gives it back to deadpool.
+//! **A get served from the pool (a hit)**, through `handle`, `admission`, `slot` and `conn`:
+//! [`Pool::get`] enters `admission::in_pool`: one load of the upkeep state, the store's
+//! `try_get` (no await), `settle` (the connector's peek and the idle decisions on one read of
+//! the clock), wrapped in a [`Conn`]. Dropped, the `Conn` gives it back to the store
+//! (`PoolInner::give_back`), where the first waiting get takes it.
 //!
-//! **A miss.** deadpool, with room under its cap, calls `Manager::create`, which waits in
-//! `Supply::obtain` (`supply`) for a stashed connection, or for a permit of the socket cap and
-//! one of the dial bound (`gate`), then spawns a dial task: the dialer, the connector's
-//! handshake, a `Slot` (`slot`) that holds the socket's permit. The task hands the connection
-//! back over a oneshot, or to the stash if the get has gone. A connection given back while
-//! a create waits goes to the stash too, and the create takes it first. A busy pool (no room)
-//! joins the bounded wait queue (a `Counted` place, `gate`) and waits on deadpool until the
-//! deadline.
+//! **A miss.** `admission::wait`: with room under the cap (a permit of the socket gate and one
+//! of the dial bound), it spawns a dial task (`dial`), and waits in the store's queue for the
+//! first connection to arrive; a busy pool's get takes a place in the bounded wait queue
+//! instead. The dial task adds its connection to the store and tells its get how it ended: a
+//! failure fails that get.
 //!
-//! **A cancellation.** Dropping a get undoes its count (its queue place, its waiting create);
-//! a dial it started runs on and lands in the stash (counted `handed_off`); a `Conn` dropped
-//! with a request in flight goes to a recovery task or closes. Each socket's permit returns
-//! when its `Slot` drops, on every path.
+//! **A cancellation.** Dropping a get drops its place in the queues (each one `Counted` guard
+//! or a tokio semaphore's waiter, which passes on a permit it was given). Its dial runs on and
+//! adds its connection to the store for the next get (counted `handed_off`). A `Conn` dropped
+//! with a request in flight goes to a recovery task, still counted as in use, or closes. Each
+//! socket's permit returns when its `Slot` drops, on every path.
 //!
-//! **Where connections are.** In deadpool's queue (idle), on loan, in a dial task, or in the
-//! stash; the socket gate counts them all. A shrink (`resize`) and every reaper tick close the
-//! stash's and deadpool's idle surplus while the gate is over its cap (`PoolInner::shed`);
-//! `close` empties both.
+//! **Where connections are.** In the store (idle, lent, or being recovered), or in a dial task;
+//! the socket gate counts them all. A shrink (`resize`) closes idle surplus at once, and every
+//! connection that comes back, or lands from a dial, while the gate is over its new cap;
+//! `close` closes the store, whose queue is emptied now and refuses what comes after.
 
 mod admission;
 mod builder;
 mod config;
 mod conn;
+mod dial;
+mod event;
 mod fanout;
 mod gate;
 mod handle;
@@ -50,10 +58,8 @@ mod health;
 mod inner;
 mod leak;
 mod limit;
-mod manager;
 mod reaper;
 mod slot;
-mod supply;
 mod warm;
 
 pub use builder::PoolBuilder;

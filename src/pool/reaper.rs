@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::inner::{PoolEvent, PoolInner};
+use super::event::PoolEvent;
+use super::inner::{CLOSED, PAUSED, PoolInner, REAPER_RUNNING, RUNTIME_GONE};
 use super::slot::Slot;
-use super::supply::{PAUSED, REAPER_RUNNING, RUNTIME_GONE};
 use super::warm;
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;
@@ -20,7 +20,7 @@ use crate::telemetry::report::ReportKind;
 /// window if shorter (so that a window's summary comes soon after it ends), within 50 ms to
 /// 1 s.
 fn tick<C: Connector>(inner: &PoolInner<C>) -> Duration {
-    let lifetimes = inner.supply.lifetimes;
+    let lifetimes = inner.lifetimes;
     [
         lifetimes.idle_timeout.map(|d| d / 4),
         lifetimes.max_lifetime.map(|d| d / 4),
@@ -52,7 +52,7 @@ fn census_interval(utilization: Option<f64>, threshold: f64) -> Duration {
 /// reads the state itself, with its paused flag.
 #[inline]
 pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
-    let seen = pool.supply.upkeep.load(Ordering::Acquire);
+    let seen = pool.upkeep.load(Ordering::Acquire);
     if seen != REAPER_RUNNING {
         attend(pool, seen);
     }
@@ -65,7 +65,11 @@ pub(crate) fn start<C: Connector>(pool: &Arc<PoolInner<C>>) {
 #[cold]
 #[inline(never)]
 pub(crate) fn attend<C: Connector>(pool: &Arc<PoolInner<C>>, seen: u8) -> bool {
-    let upkeep = &pool.supply.upkeep;
+    if seen & CLOSED != 0 {
+        // Nothing to attend to: a closed pool's connections close as they come back.
+        return false;
+    }
+    let upkeep = &pool.upkeep;
     if seen & RUNTIME_GONE != 0
         && upkeep.fetch_and(!RUNTIME_GONE, Ordering::AcqRel) & RUNTIME_GONE != 0
     {
@@ -87,8 +91,7 @@ pub(crate) fn attend<C: Connector>(pool: &Arc<PoolInner<C>>, seen: u8) -> bool {
 /// Closes the idle connections made on a runtime that has shut down (their I/O would fail),
 /// counted as broken.
 fn close_orphans<C: Connector>(pool: &PoolInner<C>) {
-    pool.supply.retain_stash(Slot::orphaned);
-    drop(pool.pool.retain(|slot, _| !slot.orphaned()));
+    pool.sweep(Slot::orphaned);
 }
 
 fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>) {
@@ -104,7 +107,7 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
             let Some(inner) = weak.upgrade() else {
                 return;
             };
-            if inner.pool.is_closed() {
+            if inner.is_closed() {
                 return;
             }
             let pool = &*inner;
@@ -120,8 +123,8 @@ fn spawn<C: Connector>(runtime: tokio::runtime::Handle, weak: Weak<PoolInner<C>>
                 let utilization = check_ports(pool).await;
                 next_port_check = Instant::now() + census_interval(utilization, threshold);
             }
-            if pool.pool.status().size < pool.min_idle && !pool.supply.health.is_down() {
-                let _ = warm::fill(pool).await;
+            if pool.store.status().size < pool.min_idle && !pool.health.is_down() {
+                let _ = warm::fill(&inner).await;
             }
         }
     });
@@ -136,24 +139,22 @@ struct Restart<C: Connector>(Weak<PoolInner<C>>);
 impl<C: Connector> Drop for Restart<C> {
     fn drop(&mut self) {
         if let Some(pool) = self.0.upgrade()
-            && !pool.pool.is_closed()
+            && !pool.is_closed()
         {
-            pool.supply
-                .upkeep
-                .fetch_and(!REAPER_RUNNING, Ordering::AcqRel);
+            pool.upkeep.fetch_and(!REAPER_RUNNING, Ordering::AcqRel);
         }
     }
 }
 
 /// Closes idle connections past the idle timeout (down to `min_idle`) and any past their
-/// lifetime, in the pool and in the supply's stash. Connections are reused most recent first,
+/// lifetime. Connections are reused most recent first,
 /// so under light load the spare ones stay idle and close here.
 fn reap<C: Connector>(pool: &PoolInner<C>) {
-    let lifetimes = pool.supply.lifetimes;
+    let lifetimes = pool.lifetimes;
     let now = Instant::now();
-    let size = pool.pool.status().size + pool.supply.stashed();
+    let size = pool.store.status().size;
     let mut above_min = size.saturating_sub(pool.min_idle);
-    let mut close = |slot: &Slot<C::Conn>| match slot.stale(&lifetimes, now) {
+    let close = |slot: &Slot<C::Conn>| match slot.stale(&lifetimes, now) {
         _ if slot.orphaned() => {
             above_min = above_min.saturating_sub(1);
             true
@@ -170,18 +171,15 @@ fn reap<C: Connector>(pool: &PoolInner<C>) {
         }
         _ => false,
     };
-    pool.supply.retain_stash(&mut close);
-    let removed = pool.pool.retain(|slot, _| !close(slot));
-    // The connections close here, outside deadpool's lock.
-    drop(removed);
+    pool.sweep(close);
 }
 
 /// One warning per connection held past the leak threshold, naming where it was taken.
 fn warn_leaks<C: Connector>(pool: &PoolInner<C>) {
-    let Some(threshold) = pool.leak_threshold else {
+    let (Some(threshold), Some(checkouts)) = (pool.leak_threshold, &pool.checkouts) else {
         return;
     };
-    let leaks = pool.checkouts.overdue(Instant::now(), threshold);
+    let leaks = checkouts.overdue(Instant::now(), threshold);
     // Logged after the registry's locks are released.
     for (caller, age) in leaks.into_iter().take(16) {
         tracing::warn!(
@@ -203,7 +201,7 @@ fn flush_reports<C: Connector>(pool: &PoolInner<C>) {
         let what = event.describe();
         tracing::warn!(pool = %pool.name, %target, count, window = ?window, "multiloop pool: {count} more {what} in the last window");
     });
-    pool.supply.dialer.flush_reports();
+    pool.dialer.flush_reports();
 }
 
 /// Counts the sockets towards the target on a blocking thread, warns above the threshold, and
@@ -212,14 +210,14 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
     let threshold = pool.port_warning?;
     // A unix socket uses no ports; a host name is counted towards the address it last
     // resolved to.
-    let target = pool.supply.census_target()?;
-    let range = pool.supply.dialer.local_port_range();
+    let target = census_target(pool)?;
+    let range = pool.dialer.local_port_range();
     let snap = tokio::task::spawn_blocking(move || ports::snapshot(target, range)).await;
     let Ok(Ok(snap)) = snap else {
         return None;
     };
     #[cfg(feature = "metrics")]
-    pool.supply.export.census(&snap);
+    pool.export.census(&snap);
     let utilization = snap.utilization();
     if utilization < threshold {
         return Some(utilization);
@@ -240,21 +238,29 @@ async fn check_ports<C: Connector>(pool: &PoolInner<C>) -> Option<f64> {
     Some(utilization)
 }
 
+/// The address the port census counts towards: the target's own, or for a host name the one
+/// the last dial reached (none before the first).
+fn census_target<C: Connector>(pool: &PoolInner<C>) -> Option<std::net::SocketAddr> {
+    pool.target.tcp().or_else(|| {
+        *pool
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    })
+}
+
 /// The pool's gauges and counters, to the `metrics` recorder.
 #[cfg(feature = "metrics")]
 fn publish<C: Connector>(pool: &PoolInner<C>) {
-    let s = pool.pool.status();
-    let stashed = pool.supply.stashed();
+    let s = pool.store.status();
     let now = crate::telemetry::export::Occupancy {
-        idle: s.available + stashed,
+        idle: s.available,
         used: s.size.saturating_sub(s.available),
-        max: pool.max_size.load(Ordering::Relaxed),
+        max: pool.max_size(),
         idle_min: pool.min_idle,
         pending: pool.waiters.load(Ordering::Relaxed),
-        dialing: pool.supply.dialing(),
+        dialing: pool.dialing.load(Ordering::Relaxed),
     };
     let stats = pool.counters.snapshot();
-    pool.supply
-        .export
-        .publish(&now, &stats, &pool.supply.dialer.stats());
+    pool.export.publish(&now, &stats, &pool.dialer.stats());
 }

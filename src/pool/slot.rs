@@ -14,9 +14,9 @@ use tokio::sync::Notify;
 
 /// A pooled connection and what the pool knows about it.
 ///
-/// One pointer wide on purpose: deadpool moves it by value (inside its own object) several
-/// times on every checkout and return, so everything lives behind one box, allocated once
-/// when the connection is made.
+/// One pointer wide on purpose: the store moves it by value (inside its own object) on every
+/// checkout and return, so everything lives behind one box, allocated once when the
+/// connection is made.
 pub(crate) struct Slot<T>(Box<Held<T>>);
 
 /// What a [`Slot`] holds.
@@ -26,11 +26,11 @@ pub(crate) struct Held<T> {
     /// its idle time; on loan, when it was taken (the leak registry and the use-time metric
     /// read it, so a checkout reads the clock once).
     pub(crate) touched: Instant,
+    /// Whether it has not been lent yet: just made, with the connector's handshake behind it,
+    /// it is lent without a peek or a check.
+    pub(crate) new: bool,
     /// When it must close: creation plus the jittered maximum lifetime.
     expires: Option<Instant>,
-    /// Whether its last checkout's recycle only peeked at it (the connector has a peek), so
-    /// that a checkout finding it idle past `check_after_idle` still owes it the full check.
-    pub(crate) peeked: bool,
     /// Why it is being closed, read when it drops. Atomic, not a `Cell`, so that connections
     /// stay `Sync`.
     close_reason: AtomicU8,
@@ -73,8 +73,8 @@ impl<T> Slot<T> {
         Slot(Box::new(Held {
             conn,
             touched: now,
+            new: true,
             expires: lifetimes.expiry(now),
-            peeked: false,
             close_reason: AtomicU8::new(CloseReason::Other as u8),
             counters,
             _socket: socket,
@@ -119,7 +119,7 @@ impl<T> Slot<T> {
 }
 
 impl<T> Drop for Slot<T> {
-    // A connection closes rarely; out of line, its drop keeps deadpool's checkout and return
+    // A connection closes rarely; out of line, its drop keeps the store's checkout and return
     // paths, where the compiler would otherwise inline it, short.
     #[cold]
     #[inline(never)]
@@ -130,7 +130,7 @@ impl<T> Drop for Slot<T> {
     }
 }
 
-/// Lifetimes, shared by the manager, the supply and the reaper.
+/// Lifetimes, read at checkout and by the reaper.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lifetimes {
     pub(crate) max_lifetime: Option<Duration>,

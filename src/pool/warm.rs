@@ -1,34 +1,41 @@
 //! Warm-up: opens connections until `min_idle` are open, a few dials at a time.
 
-use deadpool::managed::{self, TimeoutType};
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 
+use super::dial;
 use super::inner::PoolInner;
-use super::supply::convert;
 use crate::connector::Connector;
 use crate::error::PoolError;
 
-/// Opens connections until `min_idle` are open, at most `warm_up_concurrency` at a time;
-/// returns how many it opened. It never waits for a busy pool: a pool in use is warm.
-pub(crate) async fn fill<C: Connector>(pool: &PoolInner<C>) -> Result<usize, PoolError<C::Error>> {
-    let before = pool.pool.status().size;
-    if before >= pool.min_idle || pool.pool.is_closed() {
+/// Opens connections until `min_idle` are open, at most `warm_up_concurrency` dials at a
+/// time; returns how many it opened. It never waits for a busy pool (no room under the cap:
+/// a pool in use is warm), and its connections go to the store like any other dial's.
+pub(crate) async fn fill<C: Connector>(
+    pool: &Arc<PoolInner<C>>,
+) -> Result<usize, PoolError<C::Error>> {
+    let before = pool.store.status().size;
+    if before >= pool.min_idle || pool.is_closed() {
         return Ok(0);
     }
-    // Hold every connection until all are open, so that each get creates one rather than
-    // taking the one the previous get returned.
-    let held: Vec<_> = futures_util::stream::iter(0..pool.min_idle - before)
-        .map(|_| pool.pool.timeout_get(&pool.first_try))
+    let outcomes: Vec<_> = futures_util::stream::iter(0..pool.min_idle - before)
+        .map(|_| async {
+            // No room under the cap: the pool is in use, so warm.
+            let room = pool.warm_room().await.ok_or(None)?;
+            let outcome = dial::spawn(pool, room).map_err(Some)?;
+            match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Some(e)),
+                Err(_) => Err(None),
+            }
+        })
         .buffer_unordered(pool.warm_up_concurrency)
         .collect()
         .await;
-    let opened = pool.pool.status().size.saturating_sub(before);
-    let first_error = held.into_iter().find_map(Result::err);
-    match first_error {
-        Some(e) if opened == 0 => match e {
-            managed::PoolError::Timeout(TimeoutType::Wait) => Ok(0),
-            e => Err(convert(e)),
-        },
+    let opened = outcomes.iter().filter(|o| o.is_ok()).count();
+    match outcomes.into_iter().find_map(Result::err) {
+        Some(Some(e)) if opened == 0 => Err(e),
         _ => Ok(opened),
     }
 }
