@@ -88,12 +88,21 @@ async fn pool_cli_and_metrics_work_unchanged_through_nutcracker() {
         let (done, peak, target) = (done.clone(), peak.clone(), front.server.addr);
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let census =
-                    tokio::task::spawn_blocking(move || multiloop::ports::snapshot(target, None))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                peak.fetch_max(census.established(), Ordering::Relaxed);
+                let count = || {
+                    tokio::task::spawn_blocking(move || {
+                        multiloop::ports::snapshot(target, None)
+                            .unwrap()
+                            .established()
+                    })
+                };
+                let mut n = count().await.unwrap();
+                if n > 4 {
+                    // A dump of the kernel's table is not atomic: a socket closed during it
+                    // (the dialect probe's, which nutcracker closes) and the one dialed after
+                    // it can both appear. A socket past the cap stays for the next dump.
+                    n = n.min(count().await.unwrap());
+                }
+                peak.fetch_max(n, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })

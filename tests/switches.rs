@@ -218,3 +218,84 @@ async fn close_racing_with_busy_tasks_leaves_no_socket_open() {
         assert_eq!(status.size, 0, "run {run}: {status:?}");
     }
 }
+
+/// memcached's own count of its open connections (`curr_connections`), asked over a
+/// connection of its own, which the count includes.
+#[cfg(feature = "memcached")]
+async fn memcached_connections(addr: std::net::SocketAddr) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"stats\r\n").await.unwrap();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !text.ends_with(b"END\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "memcached closed the stats connection");
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("STAT curr_connections "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("memcached reports curr_connections")
+}
+
+/// The scenario of a pool that served a big batch and went idle: a fresh pool of 32 serves two
+/// 20,000-key batches, then is paused, shrunk to 4 and resumed. memcached holds at most 4 of
+/// its connections at once after the shrink, and the pool keeps to 4 under the next batch.
+#[cfg(feature = "memcached")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrink_after_a_batch_holds_at_memcached() {
+    let Some(server) = support::memcached() else {
+        return;
+    };
+    // memcached's listeners and this count's own connection.
+    let baseline = memcached_connections(server.addr).await;
+    let pool = Pool::builder(server.addr)
+        .connector(multiloop::memcached::Connector::new())
+        .max_size(32)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let keys = (0..20_000).map(|i| format!("k{i}"));
+        let batch = multiloop::memcached::get_many(&pool, keys, 100).await;
+        assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+        assert_eq!(batch.answered, 20_000);
+    }
+    eventually("the batch's connections are back", || {
+        let s = pool.status();
+        s.in_use == 0 && s.dialing == 0
+    })
+    .await;
+    let before = memcached_connections(server.addr).await - baseline;
+    assert!(
+        before > 4,
+        "the batch used more than 4 connections: {before}"
+    );
+    pool.pause();
+    pool.resize(4).unwrap();
+    pool.resume();
+    // The pool's own view at once; the server's once it has seen the closes.
+    assert!(pool.status().size <= 4, "{:?}", pool.status());
+    memcached_settles_at_most(server.addr, baseline, 4).await;
+    let keys = (0..20_000).map(|i| format!("k{i}"));
+    let batch = multiloop::memcached::get_many(&pool, keys, 100).await;
+    assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+    memcached_settles_at_most(server.addr, baseline, 4).await;
+    assert!(pool.status().size <= 4, "{:?}", pool.status());
+}
+
+/// Waits until memcached holds at most `n` connections beyond `baseline` (a count's own
+/// connection may still be closing), failing after 5 s.
+#[cfg(feature = "memcached")]
+async fn memcached_settles_at_most(addr: std::net::SocketAddr, baseline: usize, n: usize) {
+    let mut seen = usize::MAX;
+    for _ in 0..500 {
+        seen = memcached_connections(addr).await.saturating_sub(baseline);
+        if seen <= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("memcached still holds {seen} of the pool's connections, more than {n}");
+}
