@@ -129,14 +129,18 @@ async fn bulkhead_limits_hold_and_change_at_runtime() {
 async fn bulkhead_names_are_bounded() {
     let acceptor = Acceptor::start("127.0.0.1").await;
     let pool = Pool::builder(acceptor.addr).build().unwrap();
-    for i in 0..multiloop::MAX_BULKHEADS + 50 {
+    for i in 0..multiloop::Bulkhead::MAX_PER_POOL + 50 {
         let _ = pool.bulkhead(&format!("endpoint-{i}"));
     }
     let stats = pool.bulkhead_stats();
-    assert_eq!(stats.len(), multiloop::MAX_BULKHEADS + 1);
-    assert!(stats.iter().any(|s| s.name == multiloop::OVERFLOW_BULKHEAD));
+    assert_eq!(stats.len(), multiloop::Bulkhead::MAX_PER_POOL + 1);
+    assert!(
+        stats
+            .iter()
+            .any(|s| s.name == multiloop::Bulkhead::OVERFLOW_NAME)
+    );
     assert_eq!(
         pool.bulkhead("yet-another").name(),
-        multiloop::OVERFLOW_BULKHEAD
+        multiloop::Bulkhead::OVERFLOW_NAME
     );
 }

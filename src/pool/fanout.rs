@@ -118,8 +118,8 @@ impl<C: Connector> Pool<C> {
     }
 
     /// The named bulkhead for one call site, created on first use with the pool's
-    /// [`default_limit`](Pool::default_limit). Names past [`MAX_BULKHEADS`] share
-    /// [`OVERFLOW_BULKHEAD`](crate::OVERFLOW_BULKHEAD).
+    /// [`default_limit`](Pool::default_limit). Names past [`Bulkhead::MAX_PER_POOL`] share
+    /// [`Bulkhead::OVERFLOW_NAME`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -210,7 +210,7 @@ impl<C: Connector> Bulkhead<C> {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `limit` for 0 or above [`MAX_LIMIT`](crate::MAX_LIMIT).
+    /// A [`ConfigError`] naming `limit` for 0 or above [`Bulkhead::MAX_LIMIT`].
     pub fn set_limit(&self, limit: usize) -> Result<(), ConfigError> {
         check_limit("limit", limit)?;
         self.limit.explicit.store(true, Ordering::Relaxed);

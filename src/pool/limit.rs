@@ -8,18 +8,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::Bulkhead;
 use super::gate::{Counted, Gate, GatePermit};
+use crate::connector::Raw;
 use crate::error::{PoolError, TimeoutKind};
 
-/// The most named bulkheads a pool keeps. Names past it share one bulkhead named
-/// [`OVERFLOW_BULKHEAD`], so a name built from request data cannot grow memory without bound.
-pub const MAX_BULKHEADS: usize = 256;
+/// The bounds of bulkheads. They hold for every connector; they sit on `Bulkhead<Raw>`, as
+/// [`Pool::builder`](crate::Pool::builder) sits on `Pool<Raw>`, so that `Bulkhead::MAX_LIMIT`
+/// names them without a type parameter.
+impl Bulkhead<Raw> {
+    /// The most named bulkheads a pool keeps: 256. Names past it share one bulkhead named
+    /// [`OVERFLOW_NAME`](Self::OVERFLOW_NAME), so a name built from request data cannot grow
+    /// memory without bound.
+    pub const MAX_PER_POOL: usize = 256;
 
-/// The bulkhead shared by names past [`MAX_BULKHEADS`].
-pub const OVERFLOW_BULKHEAD: &str = "(overflow)";
+    /// The name of the bulkhead shared by names past [`MAX_PER_POOL`](Self::MAX_PER_POOL).
+    pub const OVERFLOW_NAME: &'static str = "(overflow)";
 
-/// The largest bulkhead limit, [`Bulkhead::set_limit`](crate::Bulkhead::set_limit)'s bound.
-pub const MAX_LIMIT: usize = 1 << 20;
+    /// The largest limit, [`set_limit`](Self::set_limit)'s and
+    /// [`PoolConfig::default_limit`](crate::PoolConfig::default_limit)'s bound: 1,048,576.
+    pub const MAX_LIMIT: usize = 1 << 20;
+}
+
+/// [`Bulkhead::MAX_PER_POOL`], for the pool's own files.
+pub(super) const MAX_BULKHEADS: usize = Bulkhead::MAX_PER_POOL;
 
 /// The registry of a pool's bulkheads.
 #[derive(Default)]
@@ -43,7 +55,7 @@ impl Bulkheads {
         }
         let full = map.len() >= MAX_BULKHEADS;
         let key: Arc<str> = if full {
-            OVERFLOW_BULKHEAD.into()
+            Bulkhead::OVERFLOW_NAME.into()
         } else {
             name.into()
         };

@@ -57,13 +57,8 @@ mod supply;
 mod warm;
 
 pub use builder::PoolBuilder;
-pub use config::{
-    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE,
-    DEFAULT_MAX_WAITERS, DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, MAX_POOL_SIZE, MAX_WAITERS,
-    PoolConfig,
-};
+pub use config::PoolConfig;
 pub use conn::Conn;
 pub use fanout::Bulkhead;
 pub use handle::{Pool, Status};
-pub use limit::{BulkheadStats, LimitPermit, MAX_BULKHEADS, MAX_LIMIT, OVERFLOW_BULKHEAD};
+pub use limit::{BulkheadStats, LimitPermit};
