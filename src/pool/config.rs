@@ -10,11 +10,11 @@ use crate::telemetry::report::DEFAULT_REPORT_WINDOW;
 /// Every option of a pool, with its default. [`PoolBuilder`](crate::PoolBuilder) sets these one
 /// by one, or all at once with [`PoolBuilder::config`](crate::PoolBuilder::config).
 ///
-/// Bounds, checked by [`validate`](PoolConfig::validate) (which
-/// [`PoolBuilder::build`](crate::PoolBuilder::build) runs first, and the runtime switches for
-/// the options they change), each failure a [`ConfigError`] naming the option: every duration
-/// at most [`ConfigError::MAX_DURATION`] (24 h); counts as documented on each field and in the
-/// associated constants.
+/// Bounds, checked by [`validate`](PoolConfig::validate), which
+/// [`PoolBuilder::build`](crate::PoolBuilder::build) runs first (the runtime switches check the
+/// options they change against the same bounds), each failure a [`ConfigError`] naming the
+/// option: every duration at most [`ConfigError::MAX_DURATION`] (24 h); counts as documented
+/// on each field and in the associated constants.
 ///
 /// ```
 /// let mut config = multiloop::PoolConfig::default();
