@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use deadpool::managed::{self, Object, TimeoutType, Timeouts};
 
+use super::bulkhead::{Limit, LimitPermit, Refused};
 use super::conn::Conn;
 use super::gate::Counted;
 use super::inner::{PoolEvent, PoolInner};
-use super::limit::{Limit, LimitPermit, Refused};
 use super::manager::Verdict;
 use super::reaper;
 use super::supply::{REAPER_RUNNING, convert};

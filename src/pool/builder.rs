@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use deadpool::managed::{self, QueueMode};
 
+use super::bulkhead::Bulkheads;
 use super::config::PoolConfig;
 use super::handle::Pool;
 use super::inner::PoolInner;
 use super::leak::Checkouts;
-use super::limit::Bulkheads;
 use super::manager::Manager;
 use super::slot::Lifetimes;
 use super::supply::Supply;

@@ -15,8 +15,8 @@ use std::time::Instant;
 use deadpool::managed::Object;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::bulkhead::LimitPermit;
 use super::inner::PoolInner;
-use super::limit::LimitPermit;
 use super::manager::Manager;
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;

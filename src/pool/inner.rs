@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use deadpool::managed;
 
+use super::bulkhead::Bulkheads;
 use super::leak::Checkouts;
-use super::limit::Bulkheads;
 use super::manager::Manager;
 use super::supply::Supply;
 use crate::connector::Connector;

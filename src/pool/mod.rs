@@ -3,7 +3,11 @@
 //!
 //! Files, from the top down (imports go down the list, or into telemetry):
 //!
-//! - `fanout`: [`Pool::fan_out`] and [`Bulkhead`], the limits on every call site;
+//! - `fanout`: [`Pool::fan_out`], a batch's limit on items in flight;
+//! - `bulkhead`: [`Bulkhead`], a call site's limit, in one file with its machinery (a name's
+//!   `Limit`, its [`LimitPermit`], the pool's registry `Bulkheads`). The one import back up
+//!   the list: `admission`, `conn`, `inner`, `builder` and `config` take those pieces from it,
+//!   as a bulkhead's permit rides with a get and its `Conn` and the registry is pool state;
 //! - `handle`: [`Pool`], its snapshots and switches; `builder` and `config`: options;
 //! - `admission`: the one path every `get` takes, with one deadline;
 //! - `reaper` and `warm`: the pool's background work;
@@ -12,7 +16,7 @@
 //! - `manager`: deadpool's `create` and `recycle`, and the idle decisions admission takes on
 //!   the time deadpool reads at checkout;
 //! - `supply`: the socket cap, the dial tasks and the stash of connections whose caller left;
-//! - `health`, `slot`, `limit`, `gate`, `leak`: the small pieces below.
+//! - `health`, `slot`, `gate`, `leak`: the small pieces below.
 //!
 //! **A get served from the pool (a hit).** [`Pool::get`] (`handle`) enters `admission::in_pool`:
 //! one load of the upkeep state, then deadpool's `timeout_get` with no wait, whose
@@ -41,6 +45,7 @@
 
 mod admission;
 mod builder;
+mod bulkhead;
 mod config;
 mod conn;
 mod fanout;
@@ -49,7 +54,6 @@ mod handle;
 mod health;
 mod inner;
 mod leak;
-mod limit;
 mod manager;
 mod reaper;
 mod slot;
@@ -57,8 +61,7 @@ mod supply;
 mod warm;
 
 pub use builder::PoolBuilder;
+pub use bulkhead::{Bulkhead, BulkheadStats, LimitPermit};
 pub use config::PoolConfig;
 pub use conn::Conn;
-pub use fanout::Bulkhead;
 pub use handle::{Pool, Status};
-pub use limit::{BulkheadStats, LimitPermit};

@@ -1,17 +1,25 @@
-//! Bulkheads: named concurrency limits, one per call site, kept in a bounded registry. The
-//! first stage of a bulkhead's `get`; the pool's own wait is the second, under the same
-//! deadline.
+//! [`Bulkhead`]: one call site's concurrency limit, and all that makes it.
+//!
+//! A pool hands out one bulkhead per name ([`Pool::bulkhead`]); its `get` is the first stage
+//! of a get, the pool's own wait the second, under the same deadline (`admission`). The
+//! machinery lives here too: `Limit`, a name's [`Gate`] with its counters; [`LimitPermit`],
+//! the place a get holds until its [`Conn`] drops; `Bulkheads`, the pool's bounded registry of
+//! names; `Refused`, why a permit was not granted.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::Bulkhead;
+use super::admission;
+use super::config::check_limit;
+use super::conn::Conn;
 use super::gate::{Counted, Gate, GatePermit};
-use crate::connector::Raw;
-use crate::error::{PoolError, TimeoutKind};
+use super::handle::Pool;
+use crate::connector::{Connector, Raw};
+use crate::error::{ConfigError, PoolError, TimeoutKind};
 
 /// The bounds of bulkheads. They hold for every connector; they sit on `Bulkhead<Raw>`, as
 /// [`Pool::builder`](crate::Pool::builder) sits on `Pool<Raw>`, so that `Bulkhead::MAX_LIMIT`
@@ -32,6 +40,125 @@ impl Bulkhead<Raw> {
 
 /// [`Bulkhead::MAX_PER_POOL`], for the pool's own files.
 pub(super) const MAX_BULKHEADS: usize = Bulkhead::MAX_PER_POOL;
+
+impl<C: Connector> Pool<C> {
+    /// The named bulkhead for one call site, created on first use with the pool's
+    /// [`default_limit`](Pool::default_limit). Names past [`Bulkhead::MAX_PER_POOL`] share
+    /// [`Bulkhead::OVERFLOW_NAME`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = multiloop::Pool::builder("127.0.0.1:11211").build()?;
+    /// pool.bulkhead("GetPostRecord").set_limit(8)?;
+    /// let conn = pool.bulkhead("GetPostRecord").get().await?; // at most 8 at once
+    /// # drop(conn);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bulkhead(&self, name: &str) -> Bulkhead<C> {
+        let (limit, overflowed) = self.inner.bulkheads.get(name, self.default_limit());
+        if overflowed {
+            tracing::warn!(
+                name,
+                max = MAX_BULKHEADS,
+                "multiloop pool: too many bulkhead names; new names share the \"(overflow)\" \
+                 bulkhead. Name call sites, not requests."
+            );
+        }
+        Bulkhead {
+            pool: self.clone(),
+            limit,
+        }
+    }
+
+    /// Every bulkhead's stats, sorted by name.
+    pub fn bulkhead_stats(&self) -> Vec<BulkheadStats> {
+        let mut all: Vec<BulkheadStats> = self
+            .inner
+            .bulkheads
+            .lock()
+            .values()
+            .map(|l| l.stats())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// One call site's concurrency limit, from [`Pool::bulkhead`].
+pub struct Bulkhead<C: Connector> {
+    pool: Pool<C>,
+    limit: Arc<Limit>,
+}
+
+impl<C: Connector> Bulkhead<C> {
+    /// A connection, once this bulkhead has room and then the pool has one, both within the
+    /// pool's one [wait timeout](crate::PoolConfig::wait_timeout). The bulkhead's permit is held
+    /// until the connection is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Saturated`] at once when `max_waiters` calls already wait on this
+    /// bulkhead, [`PoolError::Timeout`] when the wait timeout passes in either stage, and
+    /// otherwise as [`Pool::get`].
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Conn<C>, PoolError<C::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        admission::get(&self.pool.inner, caller, Some(&self.limit))
+    }
+
+    /// A permit for work that does not need a pooled connection. Waits, like `get`, for at
+    /// most the pool's wait timeout, behind at most its `max_waiters`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Saturated`] at once when `max_waiters` calls already wait on this
+    /// bulkhead; [`PoolError::Timeout`] when it stays full for the wait timeout;
+    /// [`PoolError::Closed`] when the pool is closed.
+    pub async fn acquire(&self) -> Result<LimitPermit, PoolError<C::Error>> {
+        let inner = &self.pool.inner;
+        if self.pool.is_closed() {
+            return Err(PoolError::Closed);
+        }
+        let l = &self.limit;
+        l.follow(self.pool.default_limit());
+        let started = Instant::now();
+        let deadline = started.checked_add(inner.wait_timeout).unwrap_or(started);
+        let max_waiters = inner.max_waiters.load(Ordering::Relaxed);
+        l.acquire(deadline, max_waiters)
+            .await
+            .map_err(|refused| refused.error())
+    }
+
+    /// Sets this bulkhead's limit at runtime; it no longer follows the pool's default.
+    /// Lowering it takes effect as permits come back.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `limit` for 0 or above [`Bulkhead::MAX_LIMIT`].
+    pub fn set_limit(&self, limit: usize) -> Result<(), ConfigError> {
+        check_limit("limit", limit)?;
+        self.limit.explicit.store(true, Ordering::Relaxed);
+        self.limit.set(limit);
+        Ok(())
+    }
+
+    /// This bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.limit.name
+    }
+
+    /// This bulkhead's stats.
+    pub fn stats(&self) -> BulkheadStats {
+        self.limit.stats()
+    }
+}
+
+impl<C: Connector> fmt::Debug for Bulkhead<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.stats(), f)
+    }
+}
 
 /// The registry of a pool's bulkheads.
 #[derive(Default)]
