@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use multiloop::{Pool, ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::Acceptor;
+use support::servers::{Counting, Reply};
+use support::wire::cancelled;
+use support::{Acceptor, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_over_20000_items_keeps_at_most_max_size_sockets() {
@@ -143,4 +145,125 @@ async fn bulkhead_names_are_bounded() {
         pool.bulkhead("yet-another").name(),
         multiloop::Bulkhead::OVERFLOW_NAME
     );
+}
+
+/// A bulkhead's get or acquire given up anywhere (polled once and dropped, timed out at
+/// spread-out budgets, its task aborted), in the bulkhead's stage or in the pool's, leaves no
+/// place in the bulkhead's queue and no permit out: afterwards exactly `limit` permits are free,
+/// and the server never saw more sockets than the pool's cap. A busy thread runs beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulkhead_gets_given_up_anywhere_leave_no_place_and_no_permit() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Bounded: stopped at the end of the test, or after 20 s at the most.
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let server = Counting::start(Reply::Silent).await;
+    let pool = Pool::builder(server.addr)
+        .max_size(4)
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bulkhead = pool.bulkhead("cancelled");
+    bulkhead.set_limit(2).unwrap();
+    let gave_up = |pool: &Pool, n: u64| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let pool = pool.clone();
+            // Budgets from 0 to about 1 ms: each gives up after its first poll or while waiting.
+            let budget = Duration::from_micros(i * 37 % 1_000);
+            tasks.spawn(async move {
+                let bulkhead = pool.bulkhead("cancelled");
+                if i % 2 == 0 {
+                    tokio::time::timeout(budget, bulkhead.get()).await.is_err()
+                } else {
+                    tokio::time::timeout(budget, bulkhead.acquire())
+                        .await
+                        .is_err()
+                }
+            });
+        }
+        tasks
+    };
+
+    // The bulkhead's stage: both permits out, so every get waits for one.
+    let held = (
+        bulkhead.get().await.unwrap(),
+        bulkhead.acquire().await.unwrap(),
+    );
+    for _ in 0..100 {
+        assert!(cancelled(bulkhead.get(), 1).await.is_none());
+        assert!(cancelled(bulkhead.acquire(), 1).await.is_none());
+    }
+    let timed_out = gave_up(&pool, 64).join_all().await;
+    assert!(timed_out.iter().all(|&t| t), "no permit was free");
+    let aborted: Vec<_> = (0..32)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.bulkhead("cancelled").get().await.map(drop) })
+        })
+        .collect();
+    eventually("32 gets wait on the bulkhead", || {
+        bulkhead.stats().waiting == 32
+    })
+    .await;
+    for task in &aborted {
+        task.abort();
+    }
+    for task in aborted {
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    let stats = bulkhead.stats();
+    assert_eq!(stats.waiting, 0, "every place was left: {stats:?}");
+    assert_eq!(stats.in_flight, 2, "{stats:?}");
+    assert_eq!(
+        stats.acquired, 2,
+        "no permit went to a get given up: {stats:?}"
+    );
+    drop(held);
+    assert_eq!(bulkhead.stats().in_flight, 0);
+
+    // The pool's stage: the bulkhead has room, the pool has none, so every get holds a
+    // permit while it waits for a connection; given up, it lets the permit go.
+    bulkhead.set_limit(8).unwrap();
+    let conns: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let before = bulkhead.stats().acquired;
+    for _ in 0..100 {
+        assert!(cancelled(bulkhead.get(), 1).await.is_none());
+    }
+    assert_eq!(
+        bulkhead.stats().acquired,
+        before + 100,
+        "each passed the bulkhead's stage"
+    );
+    gave_up(&pool, 64).join_all().await;
+    let stats = bulkhead.stats();
+    assert_eq!((stats.in_flight, stats.waiting), (0, 0), "{stats:?}");
+    assert_eq!(pool.status().waiting, 0);
+    drop(conns);
+
+    // Exactly `limit` permits free: two at once, the third waits.
+    bulkhead.set_limit(2).unwrap();
+    let one = cancelled(bulkhead.acquire(), 1).await.unwrap().unwrap();
+    let two = bulkhead.get().await.unwrap();
+    assert!(cancelled(bulkhead.acquire(), 1).await.is_none());
+    drop((one, two));
+    assert!(
+        server.seen.peak() <= 4,
+        "at most max_size sockets at the server: {}",
+        server.seen.peak()
+    );
+    assert_eq!(server.seen.accepted() as u64, pool.stats().created);
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
 }
