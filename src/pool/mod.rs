@@ -4,10 +4,10 @@
 //! Files, from the top down (imports go down the list, or into telemetry):
 //!
 //! - `fanout`: [`Pool::fan_out`], a batch's limit on items in flight;
-//! - `bulkhead`: [`Bulkhead`], a call site's limit, in one file with its machinery (a name's
-//!   `Limit`, its [`LimitPermit`], the pool's registry `Bulkheads`). The one import back up
-//!   the list: `admission`, `conn`, `inner`, `builder` and `config` take those pieces from it,
-//!   as a bulkhead's permit rides with a get and its `Conn` and the registry is pool state;
+//! - `bulkhead`: [`Bulkhead`], a call site's limit, with all its machinery in one file: a
+//!   name's `Limit`, its [`LimitPermit`], the pool's registry `Bulkheads`. The one file
+//!   imported from below: `admission` and `conn` carry its permit, `inner` and `builder` hold
+//!   its registry, `config` checks a limit against [`Bulkhead::MAX_LIMIT`];
 //! - `handle`: [`Pool`], its snapshots and switches; `builder` and `config`: options;
 //! - `admission`: the one path every `get` takes, with one deadline;
 //! - `reaper` and `warm`: the pool's background work;
