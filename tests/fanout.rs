@@ -131,9 +131,17 @@ async fn bulkhead_limits_hold_and_change_at_runtime() {
 async fn bulkhead_names_are_bounded() {
     let acceptor = Acceptor::start("127.0.0.1").await;
     let pool = Pool::builder(acceptor.addr).build().unwrap();
+    let (logs, _guard) = support::logs::capture();
     for i in 0..multiloop::Bulkhead::MAX_PER_POOL + 50 {
         let _ = pool.bulkhead(&format!("endpoint-{i}"));
     }
+    // 50 names past the bound, one warning, naming the bulkhead they share.
+    let warnings = logs.events();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(r#"new names share the "(overflow)" bulkhead"#),
+        "{warnings:?}"
+    );
     let stats = pool.bulkhead_stats();
     assert_eq!(stats.len(), multiloop::Bulkhead::MAX_PER_POOL + 1);
     assert!(

@@ -61,8 +61,9 @@ impl<C: Connector> Pool<C> {
             tracing::warn!(
                 name,
                 max = MAX_BULKHEADS,
-                "multiloop pool: too many bulkhead names; new names share the \"(overflow)\" \
-                 bulkhead. Name call sites, not requests."
+                "multiloop pool: too many bulkhead names; new names share the {:?} bulkhead. \
+                 Name call sites, not requests.",
+                Bulkhead::OVERFLOW_NAME
             );
         }
         Bulkhead {
