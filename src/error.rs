@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 mod config;
 
-pub use config::{ConfigError, MAX_DURATION};
+pub use config::ConfigError;
 pub(crate) use config::{check_count, check_duration};
 
 /// What kind of failure a [`DialError`] is. Callers match on this, not on OS error numbers.

@@ -80,10 +80,10 @@
 //!   switches, and limits on every call site ([`Pool::fan_out`], [bulkheads](Pool::bulkhead)).
 //! - `connector/` ([`Connector`], [`Raw`], and the `memcached` and `redis` connectors): what a
 //!   pooled connection is, how it is checked, and how one given back mid-request is made clean.
-//! - `dial/` ([`Dialer`], [`SourceSet`], [`Stream`], [`Target`]): picks a source, sets
-//!   `IP_BIND_ADDRESS_NO_PORT` so the kernel picks the port by the full 4-tuple, connects under
-//!   a timeout that covers name lookup, and on exhaustion quarantines the source and retries on
-//!   another. Every dial of the crate goes through it, TCP or unix.
+//! - `dial/` ([`Dialer`], [`DialerConfig`], [`SourceSet`], [`Stream`], [`Target`]): picks a
+//!   source, sets `IP_BIND_ADDRESS_NO_PORT` so the kernel picks the port by the full 4-tuple,
+//!   connects under a timeout that covers name lookup, and on exhaustion quarantines the source
+//!   and retries on another. Every dial of the crate goes through it, TCP or unix.
 //! - `telemetry/` ([`DialStats`], [`PoolStats`], [`ports`]): counters, the rate-limited
 //!   reporter, and the port budget towards a target.
 //! - [`DialError`], [`PoolError`] and [`ConfigError`] (`error.rs`): kinds to match on, messages
@@ -143,22 +143,12 @@ pub use connector::{Connector, Raw};
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use dial::service;
 pub use dial::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, Dialer, DialerBuilder,
-    Fallback, IntoTarget, MAX_ATTEMPTS, SourceSet, Strategy, Stream, Target,
+    Dialer, DialerBuilder, DialerConfig, Fallback, IntoTarget, SourceSet, Strategy, Stream, Target,
 };
-pub use error::{ConfigError, DialError, DialErrorKind, MAX_DURATION, PoolError, TimeoutKind};
-pub use pool::{
-    Bulkhead, BulkheadStats, Conn, DEFAULT_CHECK_AFTER_IDLE, DEFAULT_CHECK_TIMEOUT,
-    DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAK_THRESHOLD,
-    DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, DEFAULT_MAX_WAITERS,
-    DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, LimitPermit, MAX_BULKHEADS, MAX_LIMIT,
-    MAX_POOL_SIZE, MAX_WAITERS, OVERFLOW_BULKHEAD, Pool, PoolBuilder, PoolConfig, Status,
-};
+pub use error::{ConfigError, DialError, DialErrorKind, PoolError, TimeoutKind};
+pub use pool::{Bulkhead, BulkheadStats, Conn, LimitPermit, Pool, PoolBuilder, PoolConfig, Status};
 pub use telemetry::ports;
-pub use telemetry::{
-    ClosedCounts, DEFAULT_REPORT_WINDOW, DISTINCT_SOURCES_CAP, DialStats, FailureCounts, PoolStats,
-    WaitPercentiles,
-};
+pub use telemetry::{ClosedCounts, DialStats, FailureCounts, PoolStats, WaitPercentiles};
 
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::OnceCell;

@@ -47,7 +47,10 @@ async fn a_recently_used_connection_is_handed_out_without_a_ping() {
     assert_eq!(pings(&mut observer).await - before, 1);
 
     // Idle past the threshold: the next checkout checks, with one round trip.
-    tokio::time::sleep(multiloop::DEFAULT_CHECK_AFTER_IDLE + Duration::from_millis(100)).await;
+    tokio::time::sleep(
+        multiloop::PoolConfig::default().check_after_idle + Duration::from_millis(100),
+    )
+    .await;
     drop(pool.get().await.unwrap());
     assert_eq!(pings(&mut observer).await - before, 2);
 

@@ -229,14 +229,14 @@ fn apply(pool: &dyn Switchboard, name: &str, change: &Change) -> Result<(), Faul
         Change::Resume => pool.resume(),
         Change::Resize(Resize { max_size: n }) => pool.resize(*n).map_err(|e| {
             let zero = format!("a pool needs at least 1 connection; {pause_instead}");
-            refused(e, *n, "resize", 1, crate::MAX_POOL_SIZE, &zero)
+            refused(e, *n, "resize", 1, crate::PoolConfig::MAX_SIZE, &zero)
         })?,
         Change::MaxWaiters(MaxWaiters { max_waiters: n }) => pool
             .set_max_waiters(*n)
-            .map_err(|e| refused(e, *n, "max-waiters", 0, crate::MAX_WAITERS, ""))?,
+            .map_err(|e| refused(e, *n, "max-waiters", 0, crate::PoolConfig::MAX_WAITERS, ""))?,
         Change::Limit(Limit { limit: n, bulkhead }) => {
             let zero = format!("a limit of 0 would block the call site; {pause_instead}");
-            let refused = |e| refused(e, *n, "limit", 1, crate::MAX_LIMIT, &zero);
+            let refused = |e| refused(e, *n, "limit", 1, crate::Bulkhead::MAX_LIMIT, &zero);
             match bulkhead {
                 None => pool.set_default_limit(*n).map_err(refused)?,
                 Some(b) => {

@@ -5,6 +5,7 @@
 
 mod attempt;
 mod builder;
+mod config;
 mod dialer;
 mod probe;
 mod quarantine;
@@ -17,9 +18,8 @@ mod target;
 #[cfg(unix)]
 mod unix;
 
-pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUARANTINE, DialerBuilder, MAX_ATTEMPTS,
-};
+pub use builder::DialerBuilder;
+pub use config::DialerConfig;
 pub use dialer::Dialer;
 pub use probe::Fallback;
 pub use source::{SourceSet, Strategy};

@@ -20,6 +20,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The longest duration any option takes, in [`PoolConfig`](crate::PoolConfig),
+    /// [`DialerConfig`](crate::DialerConfig) and the runtime switches: 24 hours. Longer
+    /// timeouts hide overload rather than bound it, and lifetimes past a day are what `None` is
+    /// for.
+    ///
+    /// It lives here, beside the error every option past it returns, because one bound serves
+    /// every options struct: a copy on each would be two names for one number.
+    pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
     pub(crate) fn new(option: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
             option,
@@ -64,11 +73,8 @@ impl fmt::Display for ConfigError {
 /// printer shows it once.
 impl StdError for ConfigError {}
 
-/// The longest duration any option takes: 24 hours. Longer timeouts hide overload rather than
-/// bound it, and lifetimes past a day are what `None` is for.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Checks a duration option: greater than zero unless `zero_ok`, at most [`MAX_DURATION`].
+/// Checks a duration option: greater than zero unless `zero_ok`, at most
+/// [`ConfigError::MAX_DURATION`].
 pub(crate) fn check_duration(
     option: &'static str,
     d: Duration,
@@ -80,7 +86,7 @@ pub(crate) fn check_duration(
             "must be greater than zero (and at most 24 h)",
         ));
     }
-    if d > MAX_DURATION {
+    if d > ConfigError::MAX_DURATION {
         return Err(ConfigError::new(
             option,
             format!("{d:?} is above the bound of 24 h"),

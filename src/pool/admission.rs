@@ -16,12 +16,12 @@ use std::time::Instant;
 use deadpool::unmanaged;
 use tokio::sync::oneshot;
 
+use super::bulkhead::{Limit, LimitPermit, Refused};
 use super::conn::Conn;
 use super::dial::{self, Outcome};
 use super::event::PoolEvent;
 use super::gate::Counted;
 use super::inner::{CLOSED, Object, PoolInner, REAPER_RUNNING};
-use super::limit::{Limit, LimitPermit, Refused};
 use super::reaper;
 use super::slot::Slot;
 use crate::connector::Connector;

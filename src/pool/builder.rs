@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use deadpool::unmanaged;
 
-use super::config::{MAX_POOL_SIZE, PoolConfig};
+use super::bulkhead::Bulkheads;
+use super::config::PoolConfig;
 use super::gate::Gate;
 use super::handle::Pool;
 use super::health::Health;
 use super::inner::PoolInner;
 use super::leak::Checkouts;
-use super::limit::Bulkheads;
 use super::slot::Lifetimes;
 use crate::connector::{Connector, Raw};
 use crate::dial::{Dialer, IntoTarget, Target};
@@ -192,7 +192,7 @@ impl<C: Connector> PoolBuilder<C> {
                 dialer,
                 connector: self.connector,
                 // The store's own bound is the largest cap: the cap is the socket gate's.
-                store: unmanaged::Pool::new(MAX_POOL_SIZE),
+                store: unmanaged::Pool::new(PoolConfig::MAX_SIZE),
                 sockets: Gate::new(config.max_size),
                 dials: Gate::new(config.max_concurrent_dials),
                 dialing: AtomicUsize::new(0),

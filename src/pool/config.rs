@@ -3,58 +3,18 @@
 
 use std::time::Duration;
 
-use super::limit::MAX_LIMIT;
+use super::Bulkhead;
 use crate::error::{ConfigError, check_count, check_duration};
-
-/// Default [`PoolConfig::max_size`]: 64 connections. A local memcached or redis serves far
-/// more requests per second over 64 connections than one client host sends, and 64 sockets
-/// are nothing next to 28,232 ports.
-pub const DEFAULT_MAX_SIZE: usize = 64;
-/// Default [`PoolConfig::wait_timeout`]: 1 s. Waiting longer for a local cache means the pool
-/// is overloaded, and a fast error sheds load better than a pile of waiting tasks.
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default [`PoolConfig::create_timeout`]: 3 s, the dialer's 2 s plus time for a handshake.
-pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default [`PoolConfig::check_timeout`]: 1 s.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default [`PoolConfig::check_after_idle`]: 500 ms, HikariCP's window for skipping its alive
-/// check. A connection that served a request within the last half second is very likely alive,
-/// and a dead one fails its user's next request, which callers handle anyway; the round-trip
-/// check is for connections idle long enough for the server (its own idle timeout), a restart
-/// or a middlebox to have dropped them.
-pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_millis(500);
-/// Default [`PoolConfig::max_waiters`]: 1,024 queued gets. Past that, `get` fails at once
-/// with [`PoolError::Saturated`](crate::PoolError::Saturated): a longer queue cannot drain
-/// within the wait timeout anyway, and every waiter is a task holding memory.
-pub const DEFAULT_MAX_WAITERS: usize = 1024;
-/// Default [`PoolConfig::max_lifetime`]: 30 minutes, so connections rebalance after a server
-/// restart or failover without churning ports.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-/// Default [`PoolConfig::idle_timeout`]: 5 minutes.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Default [`PoolConfig::leak_threshold`]: 60 s. Cache requests take microseconds; a
-/// connection held for a minute was almost certainly forgotten.
-pub const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(60);
-/// Default [`PoolConfig::port_warning`]: warn when the busiest source holds 80% of its ports
-/// towards the target, before the tipping point.
-pub const DEFAULT_PORT_WARNING: f64 = 0.8;
-/// Default [`PoolConfig::max_concurrent_dials`]: 8. A pool refilling after a storm (a server
-/// restart, a burst of cancelled requests) dials 8 at a time, not `max_size` at once; a
-/// loopback dial takes well under a millisecond, so 8 refill a pool of 64 in a few.
-pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 8;
-
-/// The largest `max_size`: 65,536 connections, far past any file-descriptor budget for one
-/// target; deadpool allocates its slot queue for `max_size` up front.
-pub const MAX_POOL_SIZE: usize = 1 << 16;
-/// The largest `max_waiters`: about a million queued gets.
-pub const MAX_WAITERS: usize = 1 << 20;
+use crate::telemetry::report::DEFAULT_REPORT_WINDOW;
 
 /// Every option of a pool, with its default. [`PoolBuilder`](crate::PoolBuilder) sets these one
 /// by one, or all at once with [`PoolBuilder::config`](crate::PoolBuilder::config).
 ///
-/// Bounds, checked by [`PoolBuilder::build`](crate::PoolBuilder::build) (and by the runtime
-/// switches for the options they change), each failure a [`ConfigError`] naming the option:
-/// every duration at most 24 h; counts as documented on each field.
+/// Bounds, checked by [`validate`](PoolConfig::validate), which
+/// [`PoolBuilder::build`](crate::PoolBuilder::build) runs first (the runtime switches check the
+/// options they change against the same bounds), each failure a [`ConfigError`] naming the
+/// option: every duration at most [`ConfigError::MAX_DURATION`] (24 h); counts as documented
+/// on each field and in the associated constants.
 ///
 /// ```
 /// let mut config = multiloop::PoolConfig::default();
@@ -70,65 +30,80 @@ pub struct PoolConfig {
     /// The pool's name in logs and metrics (`db.client.connection.pool.name`). Default: `None`,
     /// the target (`127.0.0.1:11211`). At most 128 characters.
     pub name: Option<String>,
-    /// The hard cap on open sockets: connections idle, in use, and being dialed. Default:
-    /// [`DEFAULT_MAX_SIZE`]. From 1 to [`MAX_POOL_SIZE`].
+    /// The hard cap on open sockets: connections idle, in use, and being dialed. Default: 64.
+    /// A local memcached or redis serves far more requests per second over 64 connections than
+    /// one client host sends, and 64 sockets are nothing next to 28,232 ports. From 1 to
+    /// [`MAX_SIZE`](Self::MAX_SIZE).
     pub max_size: usize,
     /// The most dials (connect plus the connector's handshake) in progress at once. Default:
-    /// [`DEFAULT_MAX_CONCURRENT_DIALS`]. From 1 to [`MAX_POOL_SIZE`].
+    /// 8. A pool refilling after a storm (a server restart, a burst of cancelled requests)
+    /// dials 8 at a time, not `max_size` at once; a loopback dial takes well under a
+    /// millisecond, so 8 refill a pool of 64 in a few. From 1 to [`MAX_SIZE`](Self::MAX_SIZE).
     pub max_concurrent_dials: usize,
     /// How long a `get` may wait in all, for a bulkhead's permit and then for a connection.
-    /// Default: [`DEFAULT_WAIT_TIMEOUT`]. Zero means "do not wait": a busy pool fails at once.
+    /// Default: 1 s. Waiting longer for a local cache means the pool is overloaded, and a fast
+    /// error sheds load better than a pile of waiting tasks. Zero means "do not wait": a busy
+    /// pool fails at once.
     pub wait_timeout: Duration,
     /// How long dialing and setting up one new connection may take. It runs in a task of its
-    /// own: a caller that stops waiting does not stop it. Default: [`DEFAULT_CREATE_TIMEOUT`].
-    /// Greater than zero.
+    /// own: a caller that stops waiting does not stop it. Default: 3 s, the dialer's
+    /// [`connect_timeout`](crate::DialerConfig::connect_timeout) of 2 s plus time for a
+    /// handshake. Greater than zero.
     pub create_timeout: Duration,
     /// How long [`Connector::check`](crate::Connector::check) may take on an idle connection,
     /// and [`Connector::recover`](crate::Connector::recover) on one given back mid-request.
-    /// Default: [`DEFAULT_CHECK_TIMEOUT`]. Greater than zero.
+    /// Default: 1 s. Greater than zero.
     pub check_timeout: Duration,
     /// A connection idle for less than this is handed out after only
     /// [`Connector::peek`](crate::Connector::peek), which costs no round trip (`Raw`, memcached
     /// and redis have one; a connector without one is always checked); one idle longer gets the
-    /// full [`Connector::check`](crate::Connector::check). Default:
-    /// [`DEFAULT_CHECK_AFTER_IDLE`], with its reason. Zero checks every checkout.
+    /// full [`Connector::check`](crate::Connector::check). Default: 500 ms, HikariCP's window
+    /// for skipping its alive check. A connection that served a request within the last half
+    /// second is very likely alive, and a dead one fails its user's next request, which
+    /// callers handle anyway; the round-trip check is for connections idle long enough for the
+    /// server (its own idle timeout), a restart or a middlebox to have dropped them. Zero
+    /// checks every checkout.
     pub check_after_idle: Duration,
     /// Closes connections after this age, less a random share of up to `lifetime_jitter`.
-    /// Default: [`DEFAULT_MAX_LIFETIME`]. `None` keeps connections forever; otherwise greater
-    /// than zero.
+    /// Default: 30 minutes, so connections rebalance after a server restart or failover
+    /// without churning ports. `None` keeps connections forever; otherwise greater than zero.
     pub max_lifetime: Option<Duration>,
     /// The largest share of `max_lifetime` taken off each connection's lifetime at random, so
     /// that connections created together do not expire together. Default: 0.1. From 0.0 to
     /// below 1.0.
     pub lifetime_jitter: f64,
     /// Closes connections idle this long, down to `min_idle`. Connections are reused most
-    /// recent first, so spare ones go idle and close when load drops. Default:
-    /// [`DEFAULT_IDLE_TIMEOUT`]. `None` keeps idle connections; otherwise greater than zero.
+    /// recent first, so spare ones go idle and close when load drops. Default: 5 minutes.
+    /// `None` keeps idle connections; otherwise greater than zero.
     pub idle_timeout: Option<Duration>,
     /// The most gets that may wait for a busy pool (or one bulkhead) at once. Past it, `get`
     /// fails at once with [`PoolError::Saturated`](crate::PoolError::Saturated). Default:
-    /// [`DEFAULT_MAX_WAITERS`]. From 0 (no queue) to [`MAX_WAITERS`].
+    /// 1,024: a longer queue cannot drain within the wait timeout anyway, and every waiter is
+    /// a task holding memory. From 0 (no queue) to [`MAX_WAITERS`](Self::MAX_WAITERS).
     pub max_waiters: usize,
     /// Connections the reaper keeps open, dialing at most `warm_up_concurrency` at a time.
     /// Default: 0. At most `max_size`.
     pub min_idle: usize,
-    /// How many connections warm-up dials at once. Default: 4. From 1 to [`MAX_POOL_SIZE`].
+    /// How many connections warm-up dials at once. Default: 4. From 1 to
+    /// [`MAX_SIZE`](Self::MAX_SIZE).
     pub warm_up_concurrency: usize,
     /// The concurrency limit of [`Pool::fan_out`](crate::Pool::fan_out) and of every bulkhead
     /// not set otherwise. Default: `None`, follow `max_size` (and [`Pool::resize`](crate::Pool::resize)).
-    /// From 1 to 1,048,576.
+    /// From 1 to [`Bulkhead::MAX_LIMIT`](crate::Bulkhead::MAX_LIMIT).
     pub default_limit: Option<usize>,
     /// Logs one warning, naming where it was taken, for a connection held longer than this.
-    /// Default: [`DEFAULT_LEAK_THRESHOLD`]. `None` turns the warning off.
+    /// Default: 60 s. Cache requests take microseconds; a connection held for a minute was
+    /// almost certainly forgotten. `None` turns the warning off.
     pub leak_threshold: Option<Duration>,
     /// The window of rate-limited error reports: the first error of a kind in a window is
-    /// logged at once, the rest are summarized once. Default:
-    /// [`DEFAULT_REPORT_WINDOW`](crate::DEFAULT_REPORT_WINDOW). Greater than zero.
+    /// logged at once, the rest are summarized once. Default: 10 s, the window a dialer's own
+    /// reports use. Greater than zero.
     pub report_window: Duration,
     /// Warns when the busiest source address holds more than this share of its ephemeral
     /// ports towards the target, checked by the reaper every few seconds on a blocking thread
     /// (towards the address a host-name target last resolved to; a unix socket has no ports).
-    /// Default: [`DEFAULT_PORT_WARNING`]. `None` turns the check off. Above 0.0, at most 1.0.
+    /// Default: 0.8, a warning before the tipping point. `None` turns the check off. Above
+    /// 0.0, at most 1.0.
     pub port_warning: Option<f64>,
 }
 
@@ -136,28 +111,42 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             name: None,
-            max_size: DEFAULT_MAX_SIZE,
-            max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
-            wait_timeout: DEFAULT_WAIT_TIMEOUT,
-            create_timeout: DEFAULT_CREATE_TIMEOUT,
-            check_timeout: DEFAULT_CHECK_TIMEOUT,
-            check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            max_size: 64,
+            max_concurrent_dials: 8,
+            wait_timeout: Duration::from_secs(1),
+            create_timeout: Duration::from_secs(3),
+            check_timeout: Duration::from_secs(1),
+            check_after_idle: Duration::from_millis(500),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
             lifetime_jitter: 0.1,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            max_waiters: DEFAULT_MAX_WAITERS,
+            idle_timeout: Some(Duration::from_secs(5 * 60)),
+            max_waiters: 1024,
             min_idle: 0,
             warm_up_concurrency: 4,
             default_limit: None,
-            leak_threshold: Some(DEFAULT_LEAK_THRESHOLD),
-            report_window: crate::telemetry::DEFAULT_REPORT_WINDOW,
-            port_warning: Some(DEFAULT_PORT_WARNING),
+            leak_threshold: Some(Duration::from_secs(60)),
+            report_window: DEFAULT_REPORT_WINDOW,
+            port_warning: Some(0.8),
         }
     }
 }
 
 impl PoolConfig {
+    /// The largest [`max_size`](Self::max_size), and of the other counts of connections
+    /// (`max_concurrent_dials`, `warm_up_concurrency`): 65,536, far past any file-descriptor
+    /// budget for one target; deadpool allocates its slot queue for `max_size` up front.
+    pub const MAX_SIZE: usize = 1 << 16;
+
+    /// The largest [`max_waiters`](Self::max_waiters): 1,048,576 queued gets.
+    pub const MAX_WAITERS: usize = 1 << 20;
+
     /// Checks every option against its bounds.
+    ///
+    /// ```
+    /// let mut config = multiloop::PoolConfig::default();
+    /// config.max_size = multiloop::PoolConfig::MAX_SIZE + 1;
+    /// assert_eq!(config.validate().unwrap_err().option(), "max_size");
+    /// ```
     ///
     /// # Errors
     ///
@@ -176,7 +165,7 @@ impl PoolConfig {
             "max_concurrent_dials",
             self.max_concurrent_dials,
             1,
-            MAX_POOL_SIZE,
+            PoolConfig::MAX_SIZE,
             "",
         )?;
         check_duration("wait_timeout", self.wait_timeout, true)?;
@@ -207,7 +196,7 @@ impl PoolConfig {
             "warm_up_concurrency",
             self.warm_up_concurrency,
             1,
-            MAX_POOL_SIZE,
+            PoolConfig::MAX_SIZE,
             "",
         )?;
         if let Some(n) = self.default_limit {
@@ -231,7 +220,7 @@ pub(crate) fn check_max_size(max_size: usize, min_idle: usize) -> Result<(), Con
         "max_size",
         max_size,
         1,
-        MAX_POOL_SIZE,
+        PoolConfig::MAX_SIZE,
         "; use Pool::pause to turn a pool off",
     )?;
     if min_idle > max_size {
@@ -247,7 +236,7 @@ pub(crate) fn check_max_size(max_size: usize, min_idle: usize) -> Result<(), Con
 
 /// `max_waiters`'s bounds.
 pub(crate) fn check_max_waiters(n: usize) -> Result<(), ConfigError> {
-    check_count("max_waiters", n, 0, MAX_WAITERS, "")
+    check_count("max_waiters", n, 0, PoolConfig::MAX_WAITERS, "")
 }
 
 /// A concurrency limit's bounds (`default_limit`, a bulkhead's `limit`).
@@ -256,7 +245,7 @@ pub(crate) fn check_limit(option: &'static str, n: usize) -> Result<(), ConfigEr
         option,
         n,
         1,
-        MAX_LIMIT,
+        Bulkhead::MAX_LIMIT,
         ": a limit of 0 would block the call site; use Pool::pause to shed all load",
     )
 }

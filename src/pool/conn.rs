@@ -15,8 +15,8 @@ use std::time::Instant;
 use deadpool::unmanaged;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::bulkhead::LimitPermit;
 use super::inner::{Object, PoolInner};
-use super::limit::LimitPermit;
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;
 

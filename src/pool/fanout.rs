@@ -1,26 +1,21 @@
-//! Concurrency limits on every call site: [`Pool::fan_out`] and named [bulkheads](Bulkhead).
+//! [`Pool::fan_out`]: a batch with a limit on items in flight.
 //!
 //! The incident's fan-out spawned one task per key with no limit at all. Here a batch goes
 //! through `fan_out`, which keeps at most a limit of items in flight (by default the pool's
-//! `max_size`) without spawning a task per item, and each endpoint can take a named
-//! [`Bulkhead`] so that no endpoint can take the whole pool.
+//! `max_size`) without spawning a task per item. A call site that is not one batch takes a
+//! named [bulkhead](crate::Bulkhead) (`bulkhead`) so that no endpoint can take the whole pool.
 
-use std::fmt;
 use std::future::Future;
 use std::panic::Location;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 
 use super::admission;
-use super::config::check_limit;
 use super::conn::Conn;
 use super::handle::Pool;
-use super::limit::{BulkheadStats, Limit, LimitPermit, MAX_BULKHEADS};
 use crate::connector::Connector;
-use crate::error::{ConfigError, PoolError};
+use crate::error::PoolError;
 
 impl<C: Connector> Pool<C> {
     /// Runs `f(conn, item)` for every item with at most [`default_limit`](Pool::default_limit)
@@ -115,122 +110,5 @@ impl<C: Connector> Pool<C> {
                 }
             })
             .buffer_unordered(limit.max(1))
-    }
-
-    /// The named bulkhead for one call site, created on first use with the pool's
-    /// [`default_limit`](Pool::default_limit). Names past [`MAX_BULKHEADS`] share
-    /// [`OVERFLOW_BULKHEAD`](crate::OVERFLOW_BULKHEAD).
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = multiloop::Pool::builder("127.0.0.1:11211").build()?;
-    /// pool.bulkhead("GetPostRecord").set_limit(8)?;
-    /// let conn = pool.bulkhead("GetPostRecord").get().await?; // at most 8 at once
-    /// # drop(conn);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn bulkhead(&self, name: &str) -> Bulkhead<C> {
-        let (limit, overflowed) = self.inner.bulkheads.get(name, self.default_limit());
-        if overflowed {
-            tracing::warn!(
-                name,
-                max = MAX_BULKHEADS,
-                "multiloop pool: too many bulkhead names; new names share the \"(overflow)\" \
-                 bulkhead. Name call sites, not requests."
-            );
-        }
-        Bulkhead {
-            pool: self.clone(),
-            limit,
-        }
-    }
-
-    /// Every bulkhead's stats, sorted by name.
-    pub fn bulkhead_stats(&self) -> Vec<BulkheadStats> {
-        let mut all: Vec<BulkheadStats> = self
-            .inner
-            .bulkheads
-            .lock()
-            .values()
-            .map(|l| l.stats())
-            .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
-    }
-}
-
-/// One call site's concurrency limit, from [`Pool::bulkhead`].
-pub struct Bulkhead<C: Connector> {
-    pool: Pool<C>,
-    limit: Arc<Limit>,
-}
-
-impl<C: Connector> Bulkhead<C> {
-    /// A connection, once this bulkhead has room and then the pool has one, both within the
-    /// pool's one [wait timeout](crate::PoolConfig::wait_timeout). The bulkhead's permit is held
-    /// until the connection is dropped.
-    ///
-    /// # Errors
-    ///
-    /// [`PoolError::Saturated`] at once when `max_waiters` calls already wait on this
-    /// bulkhead, [`PoolError::Timeout`] when the wait timeout passes in either stage, and
-    /// otherwise as [`Pool::get`].
-    #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<Conn<C>, PoolError<C::Error>>> + Send + '_ {
-        let caller = Location::caller();
-        admission::get(&self.pool.inner, caller, Some(&self.limit))
-    }
-
-    /// A permit for work that does not need a pooled connection. Waits, like `get`, for at
-    /// most the pool's wait timeout, behind at most its `max_waiters`.
-    ///
-    /// # Errors
-    ///
-    /// [`PoolError::Saturated`] at once when `max_waiters` calls already wait on this
-    /// bulkhead; [`PoolError::Timeout`] when it stays full for the wait timeout;
-    /// [`PoolError::Closed`] when the pool is closed.
-    pub async fn acquire(&self) -> Result<LimitPermit, PoolError<C::Error>> {
-        let inner = &self.pool.inner;
-        if self.pool.is_closed() {
-            return Err(PoolError::Closed);
-        }
-        let l = &self.limit;
-        l.follow(self.pool.default_limit());
-        let started = Instant::now();
-        let deadline = started.checked_add(inner.wait_timeout).unwrap_or(started);
-        let max_waiters = inner.max_waiters.load(Ordering::Relaxed);
-        l.acquire(deadline, max_waiters)
-            .await
-            .map_err(|refused| refused.error())
-    }
-
-    /// Sets this bulkhead's limit at runtime; it no longer follows the pool's default.
-    /// Lowering it takes effect as permits come back.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `limit` for 0 or above [`MAX_LIMIT`](crate::MAX_LIMIT).
-    pub fn set_limit(&self, limit: usize) -> Result<(), ConfigError> {
-        check_limit("limit", limit)?;
-        self.limit.explicit.store(true, Ordering::Relaxed);
-        self.limit.set(limit);
-        Ok(())
-    }
-
-    /// This bulkhead's name.
-    pub fn name(&self) -> &str {
-        &self.limit.name
-    }
-
-    /// This bulkhead's stats.
-    pub fn stats(&self) -> BulkheadStats {
-        self.limit.stats()
-    }
-}
-
-impl<C: Connector> fmt::Debug for Bulkhead<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.stats(), f)
     }
 }

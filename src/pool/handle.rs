@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::admission;
-use super::config::{check_limit, check_max_size, check_max_waiters};
+use super::config::{PoolConfig, check_limit, check_max_size, check_max_waiters};
 use super::conn::Conn;
 use super::inner::{PAUSED, PoolInner};
 use super::{reaper, warm};
@@ -182,7 +182,7 @@ impl<C: Connector> Pool<C> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming `max_size` for 0 (use [`pause`](Pool::pause) to turn the pool
-    /// off), a value above [`MAX_POOL_SIZE`](crate::MAX_POOL_SIZE), or naming `min_idle` for a
+    /// off), a value above [`PoolConfig::MAX_SIZE`], or naming `min_idle` for a
     /// value below it.
     pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
         let inner = &*self.inner;
@@ -201,7 +201,7 @@ impl<C: Connector> Pool<C> {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `max_waiters` above [`MAX_WAITERS`](crate::MAX_WAITERS).
+    /// A [`ConfigError`] naming `max_waiters` above [`PoolConfig::MAX_WAITERS`].
     pub fn set_max_waiters(&self, n: usize) -> Result<(), ConfigError> {
         check_max_waiters(n)?;
         self.inner.max_waiters.store(n, Ordering::Relaxed);
@@ -213,9 +213,9 @@ impl<C: Connector> Pool<C> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming `max_concurrent_dials` for 0 or above
-    /// [`MAX_POOL_SIZE`](crate::MAX_POOL_SIZE).
+    /// [`PoolConfig::MAX_SIZE`].
     pub fn set_max_concurrent_dials(&self, n: usize) -> Result<(), ConfigError> {
-        crate::error::check_count("max_concurrent_dials", n, 1, crate::MAX_POOL_SIZE, "")?;
+        crate::error::check_count("max_concurrent_dials", n, 1, PoolConfig::MAX_SIZE, "")?;
         self.inner.dials.set(n);
         Ok(())
     }

@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use deadpool::unmanaged;
 
+use super::bulkhead::Bulkheads;
 use super::event::PoolEvent;
 use super::gate::Gate;
 use super::health::Health;
 use super::leak::Checkouts;
-use super::limit::Bulkheads;
 use super::slot::{Lifetimes, Slot};
 use crate::connector::Connector;
 use crate::dial::{Dialer, Target};
@@ -217,13 +217,14 @@ impl<C: Connector> PoolInner<C> {
     }
 
     /// Closes the pool: a shrink to zero, for good. Gets fail from now on, waiting ones too
-    /// (the closed gates wake them); idle connections close now, lent ones as they come back,
+    /// (the closed gates wake them, a bulkhead's included); idle connections close now, lent ones as they come back,
     /// dials as they finish; no dial starts after.
     pub(crate) fn close(&self) {
         self.upkeep.fetch_or(CLOSED, Ordering::AcqRel);
         self.set_cap(0);
         self.sockets.close();
         self.dials.close();
+        self.bulkheads.close();
     }
 
     /// Logs the first event of its kind in a window, with the pool's occupancy; counts the rest

@@ -11,7 +11,11 @@
 //!
 //! Files, from the top down (imports go down the list, or into telemetry):
 //!
-//! - `fanout`: [`Pool::fan_out`] and [`Bulkhead`], the limits on every call site;
+//! - `fanout`: [`Pool::fan_out`], a batch's limit on items in flight;
+//! - `bulkhead`: [`Bulkhead`], a call site's limit, with all its machinery in one file: a
+//!   name's `Limit`, its [`LimitPermit`], the pool's registry `Bulkheads`. The one file
+//!   imported from below: `admission` and `conn` carry its permit, `inner` and `builder` hold
+//!   its registry, `config` checks a limit against [`Bulkhead::MAX_LIMIT`];
 //! - `handle`: [`Pool`], its snapshots and switches; `builder` and `config`: options;
 //! - `admission`: the one path every `get` takes, with one deadline, and the checkout's idle
 //!   decisions and check;
@@ -20,7 +24,7 @@
 //! - `dial`: the dial tasks, which add their connections to the store;
 //! - `inner`: `PoolInner`, the one home of the pool's state, and the moves
 //!   into and out of the store (`add`, `give_back`, `shed`, `sweep`, `close`);
-//! - `event`, `health`, `slot`, `limit`, `gate`, `leak`: the small pieces below.
+//! - `event`, `health`, `slot`, `gate`, `leak`: the small pieces below.
 //!
 //! **A get served from the pool (a hit)**, through `handle`, `admission`, `slot` and `conn`:
 //! [`Pool::get`] enters `admission::in_pool`: one load of the upkeep state, the store's
@@ -43,10 +47,11 @@
 //! **Where connections are.** In the store (idle, lent, or being recovered), or in a dial task;
 //! the socket gate counts them all. A shrink (`resize`) closes idle surplus at once, and every
 //! connection that comes back, or lands from a dial, while the gate is over its new cap;
-//! `close` closes the store, whose queue is emptied now and refuses what comes after.
+//! `close` is a shrink to zero, for good.
 
 mod admission;
 mod builder;
+mod bulkhead;
 mod config;
 mod conn;
 mod dial;
@@ -57,19 +62,12 @@ mod handle;
 mod health;
 mod inner;
 mod leak;
-mod limit;
 mod reaper;
 mod slot;
 mod warm;
 
 pub use builder::PoolBuilder;
-pub use config::{
-    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_CHECK_TIMEOUT, DEFAULT_CREATE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LEAK_THRESHOLD, DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE,
-    DEFAULT_MAX_WAITERS, DEFAULT_PORT_WARNING, DEFAULT_WAIT_TIMEOUT, MAX_POOL_SIZE, MAX_WAITERS,
-    PoolConfig,
-};
+pub use bulkhead::{Bulkhead, BulkheadStats, LimitPermit};
+pub use config::PoolConfig;
 pub use conn::Conn;
-pub use fanout::Bulkhead;
 pub use handle::{Pool, Status};
-pub use limit::{BulkheadStats, LimitPermit, MAX_BULKHEADS, MAX_LIMIT, OVERFLOW_BULKHEAD};

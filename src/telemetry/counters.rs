@@ -1,8 +1,8 @@
 //! Counters and their snapshots: [`DialStats`] and [`PoolStats`].
 //!
 //! Counting is lock-free on the dial path, with one exception that ends by itself: the set of
-//! distinct sources used is exact up to [`DISTINCT_SOURCES_CAP`] addresses, after which it
-//! saturates and is no longer touched.
+//! distinct sources used is exact up to [`DialStats::DISTINCT_SOURCES_CAP`] addresses, after
+//! which it saturates and is no longer touched.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::histogram::{Histogram, WaitPercentiles};
 use crate::error::DialErrorKind;
-
-/// The most distinct source addresses [`DialStats::distinct_sources`] counts exactly.
-pub const DISTINCT_SOURCES_CAP: usize = 16_384;
 
 /// A snapshot of a [`Dialer`](crate::Dialer)'s counters, from [`Dialer::stats`](crate::Dialer::stats).
 ///
@@ -31,8 +28,14 @@ pub struct DialStats {
     /// Source addresses in quarantine now.
     pub quarantined: usize,
     /// Distinct source addresses that carried an established connection, exact up to
-    /// [`DISTINCT_SOURCES_CAP`], where it stops growing.
+    /// [`DISTINCT_SOURCES_CAP`](Self::DISTINCT_SOURCES_CAP), where it stops growing.
     pub distinct_sources: usize,
+}
+
+impl DialStats {
+    /// The most distinct source addresses [`distinct_sources`](Self::distinct_sources) counts
+    /// exactly: 16,384. Past it the set saturates and the dial path no longer takes its lock.
+    pub const DISTINCT_SOURCES_CAP: usize = 16_384;
 }
 
 /// Failure counts by [`DialErrorKind`].
@@ -132,7 +135,7 @@ impl DialCounters {
             IpAddr::V6(v6) => u128::from(v6),
         };
         distinct.insert(key);
-        if distinct.len() >= DISTINCT_SOURCES_CAP {
+        if distinct.len() >= DialStats::DISTINCT_SOURCES_CAP {
             self.distinct_full.store(true, Ordering::Relaxed);
         }
     }
@@ -333,9 +336,12 @@ mod tests {
             assert_eq!(stats.distinct_sources, 2_000, "round {round}");
             assert_eq!(stats.dials_ok, 2_000 * (round + 1));
         }
-        for i in 0..(DISTINCT_SOURCES_CAP as u32) {
+        for i in 0..(DialStats::DISTINCT_SOURCES_CAP as u32) {
             counters.record_ok(IpAddr::from((0x7f10_0000 + i).to_be_bytes()));
         }
-        assert_eq!(counters.snapshot(0).distinct_sources, DISTINCT_SOURCES_CAP);
+        assert_eq!(
+            counters.snapshot(0).distinct_sources,
+            DialStats::DISTINCT_SOURCES_CAP
+        );
     }
 }

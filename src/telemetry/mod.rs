@@ -8,6 +8,5 @@ pub(crate) mod histogram;
 pub mod ports;
 pub(crate) mod report;
 
-pub use counters::{ClosedCounts, DISTINCT_SOURCES_CAP, DialStats, FailureCounts, PoolStats};
+pub use counters::{ClosedCounts, DialStats, FailureCounts, PoolStats};
 pub use histogram::WaitPercentiles;
-pub use report::DEFAULT_REPORT_WINDOW;

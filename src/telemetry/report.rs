@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Default window of the rate-limited error reports: the first error of a kind in a window is
 /// logged at once; the rest are counted and summarized once.
-pub const DEFAULT_REPORT_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_REPORT_WINDOW: Duration = Duration::from_secs(10);
 
 const NEVER: u64 = u64::MAX;
 

@@ -203,8 +203,10 @@ pub(crate) async fn watch(args: WatchArgs) -> ExitCode {
     };
     let started = Instant::now();
     // A deadline no interval outlasts: a view is cut short, not waited for.
-    let deadline =
-        tokio::time::Instant::from_std(started) + args.duration.unwrap_or(multiloop::MAX_DURATION);
+    let deadline = tokio::time::Instant::from_std(started)
+        + args
+            .duration
+            .unwrap_or(multiloop::ConfigError::MAX_DURATION);
     let tty = std::io::stdout().is_terminal();
     // The busiest source's ports over the last ten views, for the trend.
     let mut history: VecDeque<(Instant, usize)> = VecDeque::with_capacity(11);

@@ -148,7 +148,7 @@ async fn run(command: Command) -> ExitCode {
 
 /// A duration for `--interval` and `--for`: see [`args::duration`]; at most 24 hours.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    args::duration(s, multiloop::MAX_DURATION)
+    args::duration(s, multiloop::ConfigError::MAX_DURATION)
 }
 
 /// A port range for `--port-range`: see [`args::port_range`].
