@@ -48,29 +48,11 @@ pub(crate) async fn get<C: Connector>(
     reaper::start(pool);
     // A plain get reads no clock until it has to wait; a bulkhead's get starts its one
     // deadline here, as the bulkhead's stage may wait.
-    let mut deadline = None;
-    let permit = match bulkhead {
-        None => None,
+    let (permit, deadline) = match bulkhead {
+        None => (None, None),
         Some(limit) => {
-            let started = Instant::now();
-            // wait_timeout is validated at most 24 h, so the deadline exists.
-            let deadline =
-                *deadline.insert(started.checked_add(pool.wait_timeout).unwrap_or(started));
-            limit.follow(pool.default_limit());
-            let max_waiters = pool.max_waiters.load(Ordering::Relaxed);
-            match limit.acquire(deadline, max_waiters).await {
-                Ok(permit) => Some(permit),
-                Err(refused) => {
-                    let event = match refused {
-                        Refused::Saturated => PoolEvent::BulkheadSaturated,
-                        Refused::TimedOut => PoolEvent::BulkheadTimeout,
-                        Refused::Closed => PoolEvent::Closed,
-                    };
-                    let err = refused.error();
-                    pool.report(event, &format_args!("bulkhead {}: {err}", limit.name));
-                    return Err(err);
-                }
-            }
+            let (permit, deadline) = in_bulkhead(pool, limit).await?;
+            (Some(permit), Some(deadline))
         }
     };
     let conn = in_pool(pool, caller, deadline, permit).await;
@@ -80,6 +62,33 @@ pub(crate) async fn get<C: Connector>(
         limit.failed_in_pool.fetch_add(1, Ordering::Relaxed);
     }
     conn
+}
+
+/// The bulkhead's stage, for a bulkhead's `get` and `acquire`: a permit, and the deadline it
+/// started (`wait_timeout` from now), which the pool's stage shares. Refusals are counted by
+/// the bulkhead and reported by the pool.
+pub(crate) async fn in_bulkhead<C: Connector>(
+    pool: &PoolInner<C>,
+    limit: &Arc<Limit>,
+) -> Result<(LimitPermit, Instant), PoolError<C::Error>> {
+    let started = Instant::now();
+    // wait_timeout is validated at most 24 h, so the deadline exists.
+    let deadline = started.checked_add(pool.wait_timeout).unwrap_or(started);
+    limit.follow(pool.default_limit());
+    let max_waiters = pool.max_waiters.load(Ordering::Relaxed);
+    match limit.acquire(deadline, max_waiters).await {
+        Ok(permit) => Ok((permit, deadline)),
+        Err(refused) => {
+            let event = match refused {
+                Refused::Saturated => PoolEvent::BulkheadSaturated,
+                Refused::TimedOut => PoolEvent::BulkheadTimeout,
+                Refused::Closed => PoolEvent::Closed,
+            };
+            let err = refused.error();
+            pool.report(event, &format_args!("bulkhead {}: {err}", limit.name));
+            Err(err)
+        }
+    }
 }
 
 /// A get that had to wait: since when, until when, and its place in the bounded queue once

@@ -117,18 +117,8 @@ impl<C: Connector> Bulkhead<C> {
     /// bulkhead; [`PoolError::Timeout`] when it stays full for the wait timeout;
     /// [`PoolError::Closed`] when the pool is closed.
     pub async fn acquire(&self) -> Result<LimitPermit, PoolError<C::Error>> {
-        let inner = &self.pool.inner;
-        if self.pool.is_closed() {
-            return Err(PoolError::Closed);
-        }
-        let l = &self.limit;
-        l.follow(self.pool.default_limit());
-        let started = Instant::now();
-        let deadline = started.checked_add(inner.wait_timeout).unwrap_or(started);
-        let max_waiters = inner.max_waiters.load(Ordering::Relaxed);
-        l.acquire(deadline, max_waiters)
-            .await
-            .map_err(|refused| refused.error())
+        let (permit, _deadline) = admission::in_bulkhead(&self.pool.inner, &self.limit).await?;
+        Ok(permit)
     }
 
     /// Sets this bulkhead's limit at runtime; it no longer follows the pool's default.
