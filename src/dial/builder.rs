@@ -26,18 +26,6 @@ impl Dialer {
     }
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, value: $ty) -> Self {
-                self.config.$name = value;
-                self
-            }
-        )*
-    };
-}
-
 impl DialerBuilder {
     /// Every option at once, replacing those set so far.
     pub fn config(mut self, config: DialerConfig) -> Self {

@@ -75,18 +75,6 @@ impl PoolBuilder<Raw> {
     }
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, value: $ty) -> Self {
-                self.config.$name = value;
-                self
-            }
-        )*
-    };
-}
-
 impl<C: Connector> PoolBuilder<C> {
     /// The dialer for new connections. Default: `Dialer::builder().build()`, sources spread
     /// over 127.0.0.0/8.
