@@ -370,8 +370,8 @@ async fn stray_bytes_server(accepted: Arc<AtomicUsize>, later: bool) -> SocketAd
     addr
 }
 
-/// A connection given back with unread bytes in its buffer, while a `create` waits: the pool
-/// stashes it for that create, which lends it without the peek that checks it is clean.
+/// A connection given back with unread bytes in its buffer, while a get waits for a dial: the
+/// get takes the connection given back first, and must peek at it before lending it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_with_stray_bytes_is_never_lent_again() {
     // Stray bytes read with the reply (in the connection's buffer), then arriving after it (in

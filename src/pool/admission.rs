@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use deadpool::unmanaged;
 use tokio::sync::oneshot;
 
 use super::bulkhead::{Limit, LimitPermit, Refused};
@@ -21,7 +20,7 @@ use super::conn::Conn;
 use super::dial::{self, Outcome};
 use super::event::PoolEvent;
 use super::gate::Counted;
-use super::inner::{CLOSED, Object, PoolInner, REAPER_RUNNING};
+use super::inner::{self, CLOSED, Object, PoolInner, REAPER_RUNNING};
 use super::reaper;
 use super::slot::Slot;
 use crate::connector::Connector;
@@ -137,9 +136,10 @@ async fn in_pool<C: Connector>(
     let mut waiting: Option<Waiting<'_>> = None;
     let mut failed_checks = 0;
     let obj = loop {
+        // The store is never closed: an error is an empty store (or one whose idle connections
+        // are promised to gets that waited first).
         let mut obj = match pool.store.try_get() {
             Ok(obj) => obj,
-            Err(unmanaged::PoolError::Closed) => return Err(fail(pool, PoolError::Closed)),
             Err(_) => {
                 let w = waiting.get_or_insert_with(|| Waiting::new(pool, Instant::now(), deadline));
                 // Boxed: the common checkout stays a small future.
@@ -155,7 +155,7 @@ async fn in_pool<C: Connector>(
             // Past its lifetime or idle timeout, or broken: closed, and the next one, or a new
             // one. As many times as the pool holds such connections, no more: each closes for
             // good, and a new one is fresh.
-            Verdict::Stale => drop(unmanaged::Object::take(obj)),
+            Verdict::Stale => inner::close(obj),
             Verdict::Check => {
                 let mut waited = false;
                 let checked = Box::pin(check(pool, obj, &mut waited)).await;
@@ -291,7 +291,7 @@ struct Checking<C: Connector>(Option<Object<C>>);
 impl<C: Connector> Drop for Checking<C> {
     fn drop(&mut self) {
         if let Some(obj) = self.0.take() {
-            drop(unmanaged::Object::take(obj));
+            inner::close(obj);
         }
     }
 }
@@ -311,10 +311,8 @@ async fn wait<'a, C: Connector>(
             .sweeping
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match pool.store.try_get() {
-            Ok(obj) => return Ok(obj),
-            Err(unmanaged::PoolError::Closed) => return Err(PoolError::Closed),
-            Err(_) => {}
+        if let Ok(obj) = pool.store.try_get() {
+            return Ok(obj);
         }
     }
     // This get's dial in progress: how it ends.

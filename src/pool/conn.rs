@@ -12,11 +12,10 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use deadpool::unmanaged;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::bulkhead::LimitPermit;
-use super::inner::{Object, PoolInner};
+use super::inner::{self, Object, PoolInner};
 use crate::connector::Connector;
 use crate::telemetry::counters::CloseReason;
 
@@ -66,7 +65,7 @@ impl<C: Connector> Conn<C> {
     pub fn discard(mut self) {
         if let Some(obj) = self.obj.take() {
             obj.set_close_reason(CloseReason::Broken);
-            drop(unmanaged::Object::take(obj));
+            inner::close(obj);
         }
     }
 
@@ -152,7 +151,7 @@ impl<C: Connector> Conn<C> {
         };
         if self.io == Io::Broken {
             obj.set_close_reason(CloseReason::Broken);
-            drop(unmanaged::Object::take(obj));
+            inner::close(obj);
             return;
         }
         // A request is in flight: recover it off the caller's path, or close it.
@@ -163,7 +162,7 @@ impl<C: Connector> Conn<C> {
             }
             Err(_) => {
                 obj.set_close_reason(CloseReason::InFlight);
-                drop(unmanaged::Object::take(obj));
+                inner::close(obj);
             }
         }
     }
@@ -181,7 +180,7 @@ async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<C>) {
         pool.give_back(obj);
     } else {
         obj.set_close_reason(CloseReason::InFlight);
-        drop(unmanaged::Object::take(obj));
+        inner::close(obj);
     }
 }
 

@@ -40,6 +40,12 @@ use crate::telemetry::report::{ReportKind, Reporter};
 /// A connection the pool holds: lent as the store's object, idle in its queue.
 pub(crate) type Object<C> = unmanaged::Object<Slot<<C as Connector>::Conn>>;
 
+/// Takes a connection out of the store for good: it closes, counted by its slot (its close
+/// reason set before).
+pub(crate) fn close<T>(obj: unmanaged::Object<Slot<T>>) {
+    drop(unmanaged::Object::take(obj));
+}
+
 /// Bits of [`PoolInner::upkeep`]: the reaper runs.
 pub(crate) const REAPER_RUNNING: u8 = 1;
 /// Bits of [`PoolInner::upkeep`]: a runtime that connections were made on has shut down.
@@ -165,7 +171,7 @@ impl<C: Connector> PoolInner<C> {
                 self.shed();
             }
         } else {
-            drop(unmanaged::Object::take(obj));
+            close(obj);
         }
     }
 
