@@ -179,7 +179,10 @@ impl<C: Connector> PoolBuilder<C> {
                 target,
                 dialer,
                 connector: self.connector,
-                // The store's own bound is the largest cap: the cap is the socket gate's.
+                // The store's own bound is the largest cap: the cap is the socket gate's, and
+                // the store cannot be resized. Its queue reserves 8 bytes a connection up to
+                // that bound (512 KiB of address space, which the allocator maps lazily: pages
+                // are touched only as connections go idle).
                 store: unmanaged::Pool::new(PoolConfig::MAX_SIZE),
                 sockets: Gate::new(config.max_size),
                 dials: Gate::new(config.max_concurrent_dials),
