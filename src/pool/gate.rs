@@ -16,7 +16,7 @@
 //! back, `try_acquire`, `set` shrinking and growing, and `close`. Under the gate's lock it
 //! checks at every step that free permits plus permits held never exceed the limit plus the
 //! debt (so after a shrink to `n` with `k` out, at most `max(n, k)` are out, falling as they
-//! come back), that no free permit exists while a debt is unpaid or a waiter waits; that a
+//! come back), that no free permit exists while a debt is unpaid or a waiter waits, that a
 //! returned permit is retired, not granted, while the gate is over its limit; that a closed
 //! gate grants nothing (a waiter granted a permit just before the close included); and, once
 //! every permit is back, that the free count equals the limit, the debt is zero and no waiter's
