@@ -11,18 +11,18 @@
 //! the permits out are within the new limit.
 //!
 //! **Model-checked.** `gate/model.rs` runs the gate under [loom](https://docs.rs/loom), which
-//! explores the interleavings of its threads (up to 3 preemptions each, `LOOM_MAX_PREEMPTIONS`
-//! to change it): acquires polled once and dropped (cancelled, granted or not), permits coming
-//! back, `try_acquire`, `set` shrinking and growing, and `close`. Under the gate's lock it
-//! checks at every step that free permits plus permits held never exceed the limit plus the
-//! debt (so after a shrink to `n` with `k` out, at most `max(n, k)` are out, falling as they
-//! come back), that no free permit exists while a debt is unpaid or a waiter waits, that a
-//! returned permit is retired, not granted, while the gate is over its limit; that a closed
-//! gate grants nothing (a waiter granted a permit just before the close included); and, once
+//! explores the interleavings of its threads (up to 3 preemptions each, `LOOM_MAX_PREEMPTIONS` to
+//! change it): acquires polled once and dropped (cancelled, granted or not), permits coming back,
+//! `try_acquire`, `set` shrinking and growing, and `close`. In every interleaving it checks under
+//! the gate's lock, at each grant and after each resize, that free permits plus permits held never
+//! exceed the limit plus the debt (so after a shrink to `n` with `k` out, at most `max(n, k)` are
+//! out, falling as they come back), that no free permit exists while a debt is unpaid or a waiter
+//! waits, that a returned permit is retired, not granted, while the gate is over its limit, that a
+//! closed gate grants nothing (a waiter granted a permit just before the close included); and, once
 //! every permit is back, that the free count equals the limit, the debt is zero and no waiter's
-//! slot is left (no permit leaked). The `sync` shim below is loom's under
-//! `--cfg multiloop_loom`, std's otherwise. The cfg changes every crate's flags, so it builds
-//! in a target directory of its own; `.ci/run` runs it as:
+//! slot is left (no permit leaked). The `sync` shim below is loom's under `--cfg multiloop_loom`,
+//! std's otherwise. The cfg changes every crate's flags, so it builds in a target directory of its
+//! own; `.ci/run` runs it as:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg multiloop_loom" cargo test --lib --target-dir target/loom gate::model

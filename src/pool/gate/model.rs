@@ -30,9 +30,9 @@ fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
     );
 }
 
-/// Checks, under the gate's lock, what holds at every step. `held` counts permits their
-/// holders have (incremented after a grant, decremented before the permit is dropped), so
-/// it never exceeds the permits out.
+/// Checks, under the gate's lock, what must hold whenever it is called (at each grant, after
+/// each resize). `held` counts permits their holders have (incremented after a grant,
+/// decremented before the permit is dropped), so it never exceeds the permits out.
 fn audit(gate: &Gate, held: &AtomicUsize) {
     let waiters = gate.lock();
     let free = gate.free.load(SeqCst) / ONE;
