@@ -1,132 +1,377 @@
 //! [`Gate`]: a semaphore whose size changes at runtime, the one primitive behind the socket cap
 //! and every bulkhead. Lowering it retires permits as they come back. [`Counted`]: the one
 //! guard that undoes a count when dropped (a wait queue's place, a dial in progress).
+//!
+//! The gate is a small semaphore of its own rather than tokio's `Semaphore` with a debt beside
+//! it, so that its whole state can be model-checked: free permits live in one atomic word
+//! (taken without a lock by [`Gate::try_acquire`]), and everything else (the limit, the debt
+//! of a shrink, the FIFO of waiters) changes only under one mutex. A permit comes back under
+//! that mutex and goes, in this order, to the debt, to the first waiter, or to the free count;
+//! so free permits and waiters never coexist, and after a shrink no permit is granted until
+//! the permits out are within the new limit.
+//!
+//! **Model-checked.** `gate/model.rs` runs the gate under [loom](https://docs.rs/loom), which
+//! explores the interleavings of its threads (up to 3 preemptions each, `LOOM_MAX_PREEMPTIONS` to
+//! change it): acquires polled once and dropped (cancelled, granted or not), permits coming back,
+//! `try_acquire`, `set` shrinking and growing, and `close`. In every interleaving it checks under
+//! the gate's lock, at each grant and after each resize, that free permits plus permits held never
+//! exceed the limit plus the debt (so after a shrink to `n` with `k` out, at most `max(n, k)` are
+//! out, falling as they come back), that no free permit exists while a debt is unpaid or a waiter
+//! waits, that a returned permit is retired, not granted, while the gate is over its limit, that a
+//! closed gate grants nothing (a waiter granted a permit just before the close included); and, once
+//! every permit is back, that the free count equals the limit, the debt is zero and no waiter's
+//! slot is left (no permit leaked). The `sync` shim below is loom's under `--cfg multiloop_loom`,
+//! std's otherwise. The cfg changes every crate's flags, so it builds in a target directory of its
+//! own; `.ci/run` runs it as:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg multiloop_loom" cargo test --lib --target-dir target/loom gate::model
+//! ```
+//!
+//! Under that cfg only these tests can run: the rest of the crate's unit tests would meet
+//! loom's primitives outside a model.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Semaphore;
+use slab::Slab;
+
+use self::sync::{AtomicUsize, Mutex, MutexGuard};
+
+#[cfg(all(test, multiloop_loom))]
+mod model;
+
+/// The primitives loom checks: loom's under `--cfg multiloop_loom`, std's otherwise.
+mod sync {
+    #[cfg(multiloop_loom)]
+    pub(super) use loom::sync::{Mutex, MutexGuard, atomic::AtomicUsize};
+    #[cfg(not(multiloop_loom))]
+    pub(super) use std::sync::{Mutex, MutexGuard, atomic::AtomicUsize};
+}
+
+/// In [`Gate::free`]: set once the gate is closed.
+const CLOSED: usize = 1;
+/// In [`Gate::free`]: one free permit (the low bit is [`CLOSED`]).
+const ONE: usize = 2;
 
 /// A resizable semaphore.
 pub(crate) struct Gate {
-    semaphore: Semaphore,
+    /// Free permits times [`ONE`], plus [`CLOSED`]. Taken without the lock; added only under
+    /// it, and only while no one waits.
+    free: AtomicUsize,
+    /// Written under the lock; read without it by [`Gate::limit`].
     limit: AtomicUsize,
     /// Permits to retire as they come back, after the limit was lowered while they were out.
+    /// Written under the lock; read without it by [`Gate::over`].
     debt: AtomicUsize,
-    resize: Mutex<()>,
+    waiters: Mutex<Waiters>,
 }
 
 /// A permit of a [`Gate`], released on drop (or retired, if the gate shrank meanwhile).
 ///
-/// One pointer wide: the semaphore's permit is forgotten when taken and added back on drop, so
-/// a connection carrying a bulkhead's permit stays small.
+/// One pointer wide, so a connection carrying a bulkhead's permit stays small.
 pub(crate) struct GatePermit {
     gate: Arc<Gate>,
 }
 
 impl Gate {
-    /// A gate of `limit` permits; `limit` is validated by the caller (at most
-    /// `Semaphore::MAX_PERMITS`).
+    /// A gate of `limit` permits; `limit` is validated by the caller (the pool's and the
+    /// bulkheads' bounds are far below `usize::MAX / 4`).
     pub(crate) fn new(limit: usize) -> Arc<Gate> {
         Arc::new(Gate {
-            semaphore: Semaphore::new(limit),
+            free: AtomicUsize::new(limit.saturating_mul(ONE)),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
-            resize: Mutex::new(()),
+            waiters: Mutex::new(Waiters::default()),
         })
     }
 
     pub(crate) fn limit(&self) -> usize {
-        self.limit.load(Ordering::Relaxed)
+        self.limit.load(Relaxed)
     }
 
     /// Permits still out beyond the limit: what the holders must give back before the gate
     /// is within its limit again.
     pub(crate) fn over(&self) -> usize {
-        self.debt.load(Ordering::Relaxed)
+        self.debt.load(Relaxed)
     }
 
     /// A permit now, if one is free.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<GatePermit> {
-        self.semaphore.try_acquire().ok()?.forget();
-        Some(GatePermit { gate: self.clone() })
+        self.take_free(1).then(|| GatePermit { gate: self.clone() })
     }
 
-    /// A permit, once one is free; `None` once the gate is closed.
+    /// A permit, once one is free; `None` once the gate is closed. Waiters are served in
+    /// order. Dropped after a permit was granted to it, the future passes the permit on.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Option<GatePermit> {
-        // Forgotten in the same poll that granted it: no await between, so a cancelled
-        // acquire cannot lose the permit.
-        self.semaphore.acquire().await.ok()?.forget();
-        Some(GatePermit { gate: self.clone() })
+        let granted = Acquiring {
+            gate: self,
+            key: None,
+        }
+        .await;
+        // No await between the grant and the permit: a cancelled acquire cannot lose it.
+        granted.then(|| GatePermit { gate: self.clone() })
     }
 
-    /// Wakes every waiter with `None`; no permit is granted after.
+    /// Wakes every waiter with `None`; no permit is granted after. A waiter granted a permit
+    /// just before, but not yet polled again, gets `None` too, and its permit goes back.
     pub(crate) fn close(&self) {
-        self.semaphore.close();
+        self.free.fetch_or(CLOSED, Release);
+        let mut waiters = self.lock();
+        let wake = waiters.close_all();
+        drop(waiters);
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Changes the number of permits. Lowering takes effect at once for free permits and as
     /// the others come back.
     pub(crate) fn set(&self, new: usize) {
-        let _serialized = self
-            .resize
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let old = self.limit.swap(new, Ordering::Relaxed);
+        let mut waiters = self.lock();
+        let old = self.limit.swap(new, Relaxed);
+        let debt = self.debt.load(Relaxed);
+        let mut wake = Vec::new();
         if new > old {
             let mut add = new - old;
             // Cancel debt first: those permits are still out, and now simply stay.
-            let paid = self
-                .debt
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                    Some(d - d.min(add))
-                })
-                .map_or(0, |d| d.min(add));
+            let paid = debt.min(add);
+            self.debt.store(debt - paid, Relaxed);
             add -= paid;
-            self.semaphore.add_permits(add);
-        } else {
-            let mut take = old - new;
-            while take > 0 {
-                match self.semaphore.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        take -= 1;
-                    }
-                    Err(_) => break,
-                }
+            while add > 0 {
+                let Some(waker) = waiters.grant_first() else {
+                    break;
+                };
+                wake.push(waker);
+                add -= 1;
             }
-            self.debt.fetch_add(take, Ordering::Relaxed);
+            self.free.fetch_add(add.saturating_mul(ONE), Release);
+        } else {
+            let take = old - new;
+            let took = self.take_free_up_to(take);
+            self.debt.store(debt + (take - took), Relaxed);
         }
+        drop(waiters);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// Takes `n` free permits, all or none.
+    fn take_free(&self, n: usize) -> bool {
+        self.free
+            .fetch_update(Acquire, Relaxed, |free| {
+                (free & CLOSED == 0 && free >= n * ONE).then(|| free - n * ONE)
+            })
+            .is_ok()
+    }
+
+    /// Takes up to `n` free permits (closed or not); how many it took.
+    fn take_free_up_to(&self, n: usize) -> usize {
+        let mut took = 0;
+        let _ = self.free.fetch_update(AcqRel, Relaxed, |free| {
+            took = (free / ONE).min(n);
+            Some(free - took * ONE)
+        });
+        took
+    }
+
+    /// A permit comes back (a [`GatePermit`] dropped, or an acquire dropped after its grant).
+    fn release(&self) {
+        let mut waiters = self.lock();
+        let wake = self.give_locked(&mut waiters);
+        drop(waiters);
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+    }
+
+    /// Where a permit coming back goes: the debt, the first waiter, or the free count.
+    fn give_locked(&self, waiters: &mut Waiters) -> Option<Waker> {
+        let debt = self.debt.load(Relaxed);
+        if debt > 0 {
+            self.debt.store(debt - 1, Relaxed);
+            return None;
+        }
+        let wake = waiters.grant_first();
+        if wake.is_none() {
+            self.free.fetch_add(ONE, Release);
+        }
+        wake
+    }
+
+    fn is_closed(&self) -> bool {
+        self.free.load(Acquire) & CLOSED != 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
-        let retired = self
-            .gate
-            .debt
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
-            .is_ok();
-        if !retired {
-            self.gate.semaphore.add_permits(1);
+        self.gate.release();
+    }
+}
+
+/// A waiter's place in [`Waiters`].
+enum Waiter {
+    /// In the queue, between `prev` and `next`.
+    Queued {
+        waker: Waker,
+        prev: Option<usize>,
+        next: Option<usize>,
+    },
+    /// Out of the queue, holding a permit for its future to take (or pass on).
+    Granted,
+    /// Out of the queue: the gate closed.
+    Closed,
+}
+
+/// The FIFO of waiters: a doubly linked list in a slab, so a cancelled waiter leaves in O(1).
+/// An entry is removed only by its own future, so its key is never reused under it.
+#[derive(Default)]
+struct Waiters {
+    slots: Slab<Waiter>,
+    head: Option<usize>,
+    tail: Option<usize>,
+}
+
+impl Waiters {
+    fn push_back(&mut self, waker: Waker) -> usize {
+        let key = self.slots.insert(Waiter::Queued {
+            waker,
+            prev: self.tail,
+            next: None,
+        });
+        match self.tail.and_then(|t| self.slots.get_mut(t)) {
+            Some(Waiter::Queued { next, .. }) => *next = Some(key),
+            _ => self.head = Some(key),
         }
+        self.tail = Some(key);
+        key
+    }
+
+    /// Takes `key` out of the queue, marking it `to`; its waker if it was queued.
+    fn unlink(&mut self, key: usize, to: Waiter) -> Option<Waker> {
+        let slot = self.slots.get_mut(key)?;
+        if !matches!(slot, Waiter::Queued { .. }) {
+            return None;
+        }
+        let Waiter::Queued { waker, prev, next } = std::mem::replace(slot, to) else {
+            return None;
+        };
+        match prev.and_then(|p| self.slots.get_mut(p)) {
+            Some(Waiter::Queued { next: n, .. }) => *n = next,
+            _ => self.head = next,
+        }
+        match next.and_then(|n| self.slots.get_mut(n)) {
+            Some(Waiter::Queued { prev: p, .. }) => *p = prev,
+            _ => self.tail = prev,
+        }
+        Some(waker)
+    }
+
+    /// Grants a permit to the first waiter; its waker, or `None` if no one waits.
+    fn grant_first(&mut self) -> Option<Waker> {
+        let head = self.head?;
+        self.unlink(head, Waiter::Granted)
+    }
+
+    fn close_all(&mut self) -> Vec<Waker> {
+        let mut wake = Vec::new();
+        while let Some(head) = self.head {
+            wake.extend(self.unlink(head, Waiter::Closed));
+        }
+        wake
+    }
+}
+
+/// The future of [`Gate::acquire`]: `true` once granted a permit, `false` once closed.
+struct Acquiring<'a> {
+    gate: &'a Gate,
+    /// Its place in the waiters, once queued.
+    key: Option<usize>,
+}
+
+impl Future for Acquiring<'_> {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let gate = self.gate;
+        let mut waiters = gate.lock();
+        let Some(key) = self.key else {
+            if gate.is_closed() {
+                return Poll::Ready(false);
+            }
+            // Free permits exist only while no one waits: taking one is not overtaking.
+            if gate.take_free(1) {
+                return Poll::Ready(true);
+            }
+            self.key = Some(waiters.push_back(cx.waker().clone()));
+            return Poll::Pending;
+        };
+        match waiters.slots.get_mut(key) {
+            Some(Waiter::Queued { waker, .. }) => {
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+                return Poll::Pending;
+            }
+            Some(Waiter::Granted) => {}
+            Some(Waiter::Closed) | None => {
+                waiters.slots.try_remove(key);
+                self.key = None;
+                return Poll::Ready(false);
+            }
+        }
+        waiters.slots.remove(key);
+        self.key = None;
+        if !gate.is_closed() {
+            return Poll::Ready(true);
+        }
+        // Granted, then closed: nothing is granted after a close, so the permit goes back.
+        let wake = gate.give_locked(&mut waiters);
+        drop(waiters);
+        wake.into_iter().for_each(Waker::wake);
+        Poll::Ready(false)
+    }
+}
+
+impl Drop for Acquiring<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let mut waiters = self.gate.lock();
+        // Queued: it leaves the queue. Granted: the permit goes on to the next in line.
+        let granted = matches!(waiters.slots.get(key), Some(Waiter::Granted));
+        waiters.unlink(key, Waiter::Closed);
+        waiters.slots.try_remove(key);
+        let wake = if granted {
+            self.gate.give_locked(&mut waiters)
+        } else {
+            None
+        };
+        drop(waiters);
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 
 /// One in a counter while the guard lives: dropped on any path (a cancelled future
 /// included), it leaves.
-pub(crate) struct Counted<'a>(&'a AtomicUsize);
+pub(crate) struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl<'a> Counted<'a> {
     /// Counts one in, unconditionally.
-    pub(crate) fn enter(n: &'a AtomicUsize) -> Counted<'a> {
-        n.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Counted<'a> {
+        n.fetch_add(1, Relaxed);
         Counted(n)
     }
 
     /// Counts one in if fewer than `max` are in; `None` (and no change) otherwise.
-    pub(crate) fn join(n: &'a AtomicUsize, max: usize) -> Option<Counted<'a>> {
-        let before = n.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn join(n: &'a std::sync::atomic::AtomicUsize, max: usize) -> Option<Counted<'a>> {
+        let before = n.fetch_add(1, Relaxed);
         let guard = Counted(n);
         // Dropped, the guard leaves again.
         (before < max).then_some(guard)
@@ -135,13 +380,14 @@ impl<'a> Counted<'a> {
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(multiloop_loom)))]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn a_counted_place_is_left_on_drop_and_refused_past_the_bound() {
@@ -149,16 +395,12 @@ mod tests {
         let a = Counted::join(&n, 2).unwrap();
         let b = Counted::join(&n, 2).unwrap();
         assert!(Counted::join(&n, 2).is_none(), "two of two");
-        assert_eq!(
-            n.load(Ordering::Relaxed),
-            2,
-            "a refused join leaves no trace"
-        );
+        assert_eq!(n.load(Relaxed), 2, "a refused join leaves no trace");
         drop(a);
         let c = Counted::enter(&n);
-        assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert_eq!(n.load(Relaxed), 2);
         drop((b, c));
-        assert_eq!(n.load(Ordering::Relaxed), 0);
+        assert_eq!(n.load(Relaxed), 0);
     }
 
     #[test]
@@ -172,5 +414,58 @@ mod tests {
         assert!(gate.try_acquire().is_none(), "the limit is 1");
         gate.set(2);
         assert!(gate.try_acquire().is_some());
+    }
+
+    /// The models are small; this is the same gate on a real multi-thread runtime, with
+    /// acquires cut short by timeouts at every point, a resizer and a closer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn cancelled_acquires_and_resizes_leak_nothing_on_a_real_runtime() {
+        use std::time::Duration;
+        let gate = Gate::new(4);
+        let held = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16u64)
+            .map(|i| {
+                let (gate, held, peak) = (gate.clone(), held.clone(), peak.clone());
+                let done = done.clone();
+                tokio::spawn(async move {
+                    for n in 0..300u64 {
+                        let wait = Duration::from_micros((i * 7 + n * 13) % 60);
+                        let Ok(Some(permit)) = tokio::time::timeout(wait, gate.acquire()).await
+                        else {
+                            continue;
+                        };
+                        let now = held.fetch_add(1, Relaxed) + 1;
+                        peak.fetch_max(now, Relaxed);
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                        held.fetch_sub(1, Relaxed);
+                        drop(permit);
+                    }
+                    done.fetch_add(1, Relaxed);
+                })
+            })
+            .collect();
+        // Shrinks and grows for as long as the tasks run (bounded), ending at 4.
+        for n in 0..1_000_000 {
+            if done.load(Relaxed) == 16 {
+                break;
+            }
+            gate.set(if n % 2 == 0 { 2 } else { 4 });
+            tokio::task::yield_now().await;
+        }
+        gate.set(4);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(peak.load(Relaxed) <= 4, "more out than the largest limit");
+        assert_eq!(gate.over(), 0);
+        let all: Vec<_> = std::iter::from_fn(|| gate.try_acquire()).take(10).collect();
+        assert_eq!(all.len(), 4, "every permit came back, none twice");
+        gate.close();
+        drop(all);
+        assert!(gate.try_acquire().is_none());
+        assert!(gate.acquire().await.is_none());
     }
 }
