@@ -40,6 +40,9 @@ use crate::telemetry::report::{ReportKind, Reporter};
 /// A connection the pool holds: lent as the store's object, idle in its queue.
 pub(crate) type Object<C> = unmanaged::Object<Slot<<C as Connector>::Conn>>;
 
+#[cfg(all(test, multiloop_loom))]
+mod model;
+
 /// Takes a connection out of the store for good: it closes, counted by its slot (its close
 /// reason set before).
 pub(crate) fn close<T>(obj: unmanaged::Object<Slot<T>>) {
