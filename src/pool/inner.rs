@@ -170,12 +170,17 @@ impl<C: Connector> PoolInner<C> {
     }
 
     /// Changes the cap, then closes idle connections past it; the others close as they come
-    /// back or land. Serialized with `add` (see there).
+    /// back or land. Serialized with `add` (see there). A closed pool's cap stays 0: a resize
+    /// that found the pool open and reaches the lock after `close` changes nothing.
     pub(crate) fn set_cap(&self, max_size: usize) {
         let _adding = self
             .adding
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // `close` sets the flag before it takes the lock.
+        if max_size != 0 && self.is_closed() {
+            return;
+        }
         self.sockets.set(max_size);
         self.shed();
     }
