@@ -2,7 +2,7 @@
 //! and every bulkhead. Lowering it retires permits as they come back. [`Counted`]: the one
 //! guard that undoes a count when dropped (a wait queue's place, a dial in progress).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -85,17 +85,33 @@ impl Gate {
             add -= paid;
             self.semaphore.add_permits(add);
         } else {
-            let mut take = old - new;
-            while take > 0 {
-                match self.semaphore.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        take -= 1;
-                    }
-                    Err(_) => break,
-                }
+            // Owed first, then paid from free permits.
+            self.debt.fetch_add(old - new, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            self.settle();
+        }
+    }
+
+    /// Pays the debt from free permits, as far as there are any. A permit that comes back
+    /// while the gate owes retires itself; one that came back just before the debt was
+    /// written went back free, and is paid from here: `set` settles after writing the debt,
+    /// the permit's drop after giving it back, with a fence between on both sides, so at
+    /// least one of them sees the other.
+    fn settle(&self) {
+        while self.over() > 0 {
+            let Ok(free) = self.semaphore.try_acquire() else {
+                return;
+            };
+            free.forget();
+            let paid = self
+                .debt
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+                .is_ok();
+            if !paid {
+                // Paid meanwhile by returns: this one stays free.
+                self.semaphore.add_permits(1);
+                return;
             }
-            self.debt.fetch_add(take, Ordering::Relaxed);
         }
     }
 }
@@ -109,6 +125,11 @@ impl Drop for GatePermit {
             .is_ok();
         if !retired {
             self.gate.semaphore.add_permits(1);
+            // A shrink that wrote its debt after the look above may have missed this permit.
+            fence(Ordering::SeqCst);
+            if self.gate.over() > 0 {
+                self.gate.settle();
+            }
         }
     }
 }
@@ -159,6 +180,42 @@ mod tests {
         assert_eq!(n.load(Ordering::Relaxed), 2);
         drop((b, c));
         assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+
+    /// A permit coming back on another thread while the limit drops: whatever the order, one
+    /// permit out of a limit of one leaves none to take.
+    #[test]
+    fn a_shrink_racing_with_a_return_leaves_no_permit_past_the_new_limit() {
+        let gate = Gate::new(2);
+        let (send, recv) = std::sync::mpsc::channel::<GatePermit>();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let returner = {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                for permit in recv {
+                    barrier.wait();
+                    drop(permit);
+                    barrier.wait();
+                }
+            })
+        };
+        for round in 0..20_000 {
+            let back = gate.try_acquire().unwrap();
+            let kept = gate.try_acquire().unwrap();
+            send.send(back).unwrap();
+            barrier.wait();
+            gate.set(1);
+            barrier.wait();
+            assert!(
+                gate.try_acquire().is_none(),
+                "round {round}: a second permit under a limit of 1 (debt {})",
+                gate.over()
+            );
+            drop(kept);
+            gate.set(2);
+        }
+        drop(send);
+        returner.join().unwrap();
     }
 
     #[test]
