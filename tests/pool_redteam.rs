@@ -426,3 +426,50 @@ async fn connections_recovered_during_a_shrink_or_close_respect_it() {
         assert_eq!(server.seen.accepted(), 6);
     }
 }
+/// A warm-up beside the reaper's own fill (its first tick, 50 ms in) dials `min_idle`, not
+/// up to `max_size`; then gets racing with the reaper's sweep, which takes every idle
+/// connection out of the store for a moment, dial nothing: 2 tasks for a second on 64 warm
+/// connections, the reaper sweeping every 50 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_and_the_sweep_dial_min_idle_and_no_more() {
+    let _busy = busy_threads();
+    let server = Counting::start(Reply::Silent).await;
+    // A handshake slow enough that the warm-up is still dialing at the reaper's first tick.
+    let connector = Test {
+        handshake: Duration::from_millis(5),
+        ..Test::default()
+    };
+    let pool = Pool::builder(server.addr)
+        .connector(connector)
+        .max_size(66)
+        .min_idle(64)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    pool.warm_up().await.unwrap();
+    eventually("64 warm", || pool.status().idle >= 64).await;
+    eventually("the dials finished", || pool.status().dialing == 0).await;
+    assert_eq!(pool.stats().created, 64, "the fills dialed past min_idle");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let conn = pool.get().await.unwrap();
+                    tokio::task::yield_now().await;
+                    drop(conn);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.created, 64, "dials beyond the warm ones: {stats:?}");
+    assert_eq!(server.seen.accepted(), 64);
+}

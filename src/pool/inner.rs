@@ -69,6 +69,9 @@ pub(crate) struct PoolInner<C: Connector> {
     /// Held while the reaper has idle connections out of the store to look at them, and by a
     /// get that found the store empty before it dials: what looks empty for that moment is not.
     pub(crate) sweeping: Mutex<()>,
+    /// Held by a warm-up while it fills the pool to `min_idle`: a second one (the reaper's
+    /// beside a caller's) counts after the first, instead of dialing past `min_idle`.
+    pub(crate) filling: tokio::sync::Mutex<()>,
     /// The pool's state as every `get` reads it, in one load: `REAPER_RUNNING` alone is the
     /// steady state. Otherwise the get sees to it first: `REAPER_RUNNING` clear (start the
     /// reaper), `RUNTIME_GONE` (close the connections whose runtime has shut down), `PAUSED`
