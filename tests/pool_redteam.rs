@@ -16,7 +16,7 @@ use std::time::Duration;
 use multiloop::{Pool, PoolError, TimeoutKind};
 
 use support::eventually;
-use support::faulty::{Test, busy_threads, quick, rand};
+use support::faulty::{Test, busy_threads, hold, quick, rand};
 use support::servers::{Counting, Reply};
 
 /// `resize` racing with `close` from another thread: the closed pool's cap stays 0, and a
@@ -56,30 +56,6 @@ async fn a_resize_racing_with_close_never_reopens_the_cap() {
             server.seen.open() == 0
         })
         .await;
-    }
-}
-
-/// Holds a connection a moment, sometimes discarding it; counts errors a live server should
-/// not cause.
-async fn hold(got: Result<multiloop::Conn<Test>, PoolError<std::io::Error>>, odd: &AtomicUsize) {
-    match got {
-        Ok(conn) => {
-            tokio::task::yield_now().await;
-            if conn
-                .stream
-                .as_tcp()
-                .and_then(|s| s.local_addr().ok())
-                .is_some_and(|a| a.port() % 7 == 0)
-            {
-                conn.discard();
-            }
-        }
-        Err(PoolError::Timeout(TimeoutKind::Wait) | PoolError::Saturated | PoolError::Paused) => {}
-        Err(PoolError::Closed) => {}
-        Err(e) => {
-            eprintln!("unexpected: {e}");
-            odd.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -212,6 +188,44 @@ async fn cancelled_gets_beside_every_switch_keep_the_cap_at_the_server() {
     assert!(status.size == 0 && status.idle == 0, "{status:?}");
     assert!(connector.client_peak() <= 8, "{}", connector.client_peak());
     assert_eq!(server.seen.accepted() as u64, pool.stats().created);
+}
+
+/// A get woken with an idle connection promised to it, then dropped before it took it, at
+/// the moment the pool shrinks or closes: the promise passes back to the store, where the
+/// connection must close, not wait idle past the cap (with no reaper after a close, forever).
+#[tokio::test]
+async fn a_get_dropped_with_a_connection_promised_leaves_none_past_a_shrink_or_close() {
+    for close in [false, true] {
+        let server = Counting::start(Reply::Silent).await;
+        let pool = Pool::builder(server.addr)
+            .connector(quick())
+            .max_size(2)
+            .build()
+            .unwrap();
+        let mut held = vec![pool.get().await.unwrap(), pool.get().await.unwrap()];
+        {
+            let mut waiting = pin!(pool.get());
+            assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+            // Given back: promised to the waiting get, which is not polled again.
+            held.pop();
+            if close {
+                pool.close();
+            } else {
+                pool.resize(1).unwrap();
+            }
+        }
+        // Past the cap, the idle one closes at once; the one in use when it comes back.
+        let status = pool.status();
+        assert_eq!(status.idle, 0, "close {close}: {status:?}");
+        drop(held);
+        let n = if close { 0 } else { 1 };
+        let status = pool.status();
+        assert!(status.size <= n, "close {close}: {status:?}");
+        eventually(&format!("close {close}: the server holds {n}"), || {
+            server.seen.open() <= n
+        })
+        .await;
+    }
 }
 
 /// Edge configurations under 32 concurrent tasks: each get ends with a documented error or a

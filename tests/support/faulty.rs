@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use multiloop::{Connector, Stream};
+use multiloop::{Connector, PoolError, Stream, TimeoutKind};
 
 /// Three threads spinning beside the test (the machine has two cores), stopped when dropped.
 pub struct Busy(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
@@ -131,5 +131,32 @@ pub fn quick() -> Test {
     Test {
         handshake: Duration::from_micros(300),
         ..Test::default()
+    }
+}
+
+/// Holds a connection a moment, sometimes discarding it; counts errors a live server should
+/// not cause.
+pub async fn hold(
+    got: Result<multiloop::Conn<Test>, PoolError<std::io::Error>>,
+    odd: &AtomicUsize,
+) {
+    match got {
+        Ok(conn) => {
+            tokio::task::yield_now().await;
+            if conn
+                .stream
+                .as_tcp()
+                .and_then(|s| s.local_addr().ok())
+                .is_some_and(|a| a.port() % 7 == 0)
+            {
+                conn.discard();
+            }
+        }
+        Err(PoolError::Timeout(TimeoutKind::Wait) | PoolError::Saturated | PoolError::Paused) => {}
+        Err(PoolError::Closed) => {}
+        Err(e) => {
+            eprintln!("unexpected: {e}");
+            odd.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
