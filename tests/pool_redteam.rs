@@ -10,13 +10,12 @@ mod support;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use multiloop::{Pool, PoolError, TimeoutKind};
 
 use support::eventually;
-use support::faulty::{Test, busy_threads, hold, quick, rand};
+use support::faulty::{Test, busy_threads, quick, rand, storm};
 use support::servers::{Counting, Reply};
 
 /// `resize` racing with `close` from another thread: the closed pool's cap stays 0, and a
@@ -57,55 +56,6 @@ async fn a_resize_racing_with_close_never_reopens_the_cap() {
         })
         .await;
     }
-}
-
-/// Tasks getting connections until `stop`, each get given up at a random point: polled a few
-/// times then dropped, under a 0-2 ms timeout, in a task aborted, or awaited.
-fn storm(
-    pool: &Pool<Test>,
-    stop: &Arc<AtomicBool>,
-    odd: &Arc<AtomicUsize>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..32u64)
-        .map(|t| {
-            let (pool, stop, odd) = (pool.clone(), stop.clone(), odd.clone());
-            tokio::spawn(async move {
-                let mut seed = t * 7919 + 1;
-                while !stop.load(Ordering::Relaxed) {
-                    match rand(&mut seed, 4) {
-                        0 => {
-                            let mut get = pin!(pool.get());
-                            for _ in 0..rand(&mut seed, 6) {
-                                if let Poll::Ready(got) = futures_util::poll!(get.as_mut()) {
-                                    hold(got, &odd).await;
-                                    break;
-                                }
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                        1 => {
-                            let budget = Duration::from_micros(rand(&mut seed, 2000));
-                            if let Ok(got) = tokio::time::timeout(budget, pool.get()).await {
-                                hold(got, &odd).await;
-                            }
-                        }
-                        2 => {
-                            let pool = pool.clone();
-                            let task = tokio::spawn(async move {
-                                let conn = pool.get().await;
-                                tokio::task::yield_now().await;
-                                drop(conn);
-                            });
-                            tokio::task::yield_now().await;
-                            task.abort();
-                            let _ = task.await;
-                        }
-                        _ => hold(pool.get().await, &odd).await,
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 /// Gets cancelled at every await point while connections come back, the cap moves up and
@@ -225,6 +175,51 @@ async fn a_get_dropped_with_a_connection_promised_leaves_none_past_a_shrink_or_c
             server.seen.open() <= n
         })
         .await;
+    }
+}
+
+/// A shrink at a random moment while connections are in use and dials are landing: once all
+/// are back and the dials done, the pool holds at most the new cap at once, without waiting
+/// for a reaper tick, and the server agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrink_racing_with_returns_and_landing_dials_holds_once_they_are_back() {
+    let server = Counting::start(Reply::Silent).await;
+    let mut seed = 99;
+    for run in 0..40 {
+        let pool = Pool::builder(server.addr)
+            .connector(Test {
+                handshake: Duration::from_millis(3),
+                ..Test::default()
+            })
+            .max_size(8)
+            .build()
+            .unwrap();
+        let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+        let gets: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.get().await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(rand(&mut seed, 6000))).await;
+        let n = 1 + rand(&mut seed, 3) as usize;
+        pool.resize(n).unwrap();
+        drop(held);
+        for g in gets {
+            g.await.unwrap().unwrap();
+        }
+        eventually("the dials finished", || pool.status().dialing == 0).await;
+        let status = pool.status();
+        assert!(
+            status.in_use == 0 && status.size <= n,
+            "run {run}, cap {n}: {status:?}"
+        );
+        eventually(&format!("run {run}: the server holds {n}"), || {
+            server.seen.open() <= n
+        })
+        .await;
+        drop(pool);
+        eventually("the pool's sockets closed", || server.seen.open() == 0).await;
     }
 }
 

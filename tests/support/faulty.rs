@@ -1,12 +1,16 @@
 //! Faults on demand for the pool's red-team tests: busy CPUs beside a test, and a connector
 //! whose handshakes are slow, fail or hang, whose connections can be left mid-request and
-//! recovered, and which counts the sockets the client holds.
+//! recovered, and which counts the sockets the client holds; a storm of gets given up at
+//! every await point.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use multiloop::{Connector, PoolError, Stream, TimeoutKind};
+use std::pin::pin;
+use std::task::Poll;
+
+use multiloop::{Connector, Pool, PoolError, Stream, TimeoutKind};
 
 /// Three threads spinning beside the test (the machine has two cores), stopped when dropped.
 pub struct Busy(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
@@ -159,4 +163,53 @@ pub async fn hold(
             odd.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Tasks getting connections until `stop`, each get given up at a random point: polled a few
+/// times then dropped, under a 0-2 ms timeout, in a task aborted, or awaited.
+pub fn storm(
+    pool: &Pool<Test>,
+    stop: &Arc<AtomicBool>,
+    odd: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..32u64)
+        .map(|t| {
+            let (pool, stop, odd) = (pool.clone(), stop.clone(), odd.clone());
+            tokio::spawn(async move {
+                let mut seed = t * 7919 + 1;
+                while !stop.load(Ordering::Relaxed) {
+                    match rand(&mut seed, 4) {
+                        0 => {
+                            let mut get = pin!(pool.get());
+                            for _ in 0..rand(&mut seed, 6) {
+                                if let Poll::Ready(got) = futures_util::poll!(get.as_mut()) {
+                                    hold(got, &odd).await;
+                                    break;
+                                }
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        1 => {
+                            let budget = Duration::from_micros(rand(&mut seed, 2000));
+                            if let Ok(got) = tokio::time::timeout(budget, pool.get()).await {
+                                hold(got, &odd).await;
+                            }
+                        }
+                        2 => {
+                            let pool = pool.clone();
+                            let task = tokio::spawn(async move {
+                                let conn = pool.get().await;
+                                tokio::task::yield_now().await;
+                                drop(conn);
+                            });
+                            tokio::task::yield_now().await;
+                            task.abort();
+                            let _ = task.await;
+                        }
+                        _ => hold(pool.get().await, &odd).await,
+                    }
+                }
+            })
+        })
+        .collect()
 }
