@@ -228,7 +228,11 @@ fn settle<C: Connector>(pool: &PoolInner<C>, slot: &mut Slot<C::Conn>, now: Inst
     } else {
         slot.stale(&pool.lifetimes, now)
     };
-    if let Some(reason) = stale {
+    // The idle timeout closes down to `min_idle`, as the reaper does: below it, a connection
+    // closed here is dialed again by the reaper (its user was only slow to come back).
+    if let Some(reason) = stale
+        && (reason != CloseReason::Idle || pool.store.status().size > pool.min_idle)
+    {
         slot.set_close_reason(reason);
         return Verdict::Stale;
     }
