@@ -237,7 +237,11 @@ fn settle<C: Connector>(pool: &PoolInner<C>, slot: &mut Slot<C::Conn>, now: Inst
     } else {
         slot.stale(&pool.lifetimes, now)
     };
-    if let Some(reason) = stale {
+    // The idle timeout closes down to `min_idle`, as the reaper does: below it, a connection
+    // closed here is dialed again by the reaper (its user was only slow to come back).
+    if let Some(reason) = stale
+        && (reason != CloseReason::Idle || pool.store.status().size > pool.min_idle)
+    {
         slot.set_close_reason(reason);
         return Verdict::Stale;
     }
@@ -315,6 +319,9 @@ async fn wait<'a, C: Connector>(
             return Ok(obj);
         }
     }
+    // Dropped after the place in the store's queue, below, on every path out (cancelled
+    // included).
+    let _shed = ShedIfOver(pool);
     // This get's dial in progress: how it ends.
     let mut own: Option<oneshot::Receiver<Outcome<C::Error>>> = None;
     // Its place in the store's queue, kept for as long as it waits.
@@ -366,6 +373,20 @@ async fn wait<'a, C: Connector>(
                 None => return Err(PoolError::Closed),
             },
             () = &mut expiry, if own.is_none() => return Err(PoolError::Timeout(TimeoutKind::Wait)),
+        }
+    }
+}
+
+/// A get leaving the store's queue after an idle connection was promised to it (a cancelled
+/// get, woken but not polled again) passes the promise on to the next waiter, or leaves the
+/// connection free in the store. While the pool is over its cap (shrunk, or closed: no reaper
+/// tick sheds then), that connection must close, not wait there.
+struct ShedIfOver<'a, C: Connector>(&'a PoolInner<C>);
+
+impl<C: Connector> Drop for ShedIfOver<'_, C> {
+    fn drop(&mut self) {
+        if self.0.sockets.over() > 0 {
+            self.0.shed();
         }
     }
 }

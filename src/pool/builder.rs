@@ -189,6 +189,7 @@ impl<C: Connector> PoolBuilder<C> {
                 dialing: AtomicUsize::new(0),
                 adding: RwLock::new(()),
                 sweeping: Mutex::new(()),
+                filling: tokio::sync::Mutex::new(()),
                 upkeep: AtomicU8::new(0),
                 health: Arc::new(Health::default()),
                 lifetimes: Lifetimes {

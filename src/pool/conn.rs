@@ -158,7 +158,7 @@ impl<C: Connector> Conn<C> {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let pool = self.pool.clone();
-                drop(runtime.spawn(recover(pool, obj)));
+                drop(runtime.spawn(recover(pool, Recovering::new(obj))));
             }
             Err(_) => {
                 obj.set_close_reason(CloseReason::InFlight);
@@ -170,17 +170,41 @@ impl<C: Connector> Conn<C> {
 
 /// Makes a connection given back mid-request clean again, under the check timeout, then gives
 /// it back; or closes it, counted as `in_flight`. It counts as in use meanwhile.
-async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut obj: Object<C>) {
+async fn recover<C: Connector>(pool: Arc<PoolInner<C>>, mut held: Recovering<C>) {
+    let Some(obj) = held.0.as_mut() else {
+        return;
+    };
     let clean = tokio::time::timeout(pool.check_timeout, pool.connector.recover(&mut obj.conn))
         .await
         .unwrap_or(false);
     if clean && !pool.connector.in_flight(&obj.conn) {
         pool.counters.recovered.fetch_add(1, Ordering::Relaxed);
         obj.touched = Instant::now();
-        pool.give_back(obj);
-    } else {
+        obj.set_close_reason(CloseReason::Other);
+        if let Some(obj) = held.0.take() {
+            pool.give_back(obj);
+        }
+    }
+}
+
+/// A connection being recovered: dropped unsettled (the recovery failed, or its task was
+/// dropped with its runtime, before it ran or mid-way), it closes, counted as `in_flight`,
+/// instead of returning to the store with a reply on its way.
+struct Recovering<C: Connector>(Option<Object<C>>);
+
+impl<C: Connector> Recovering<C> {
+    /// Held from before its task is spawned, so that a task dropped unpolled closes it too.
+    fn new(obj: Object<C>) -> Self {
         obj.set_close_reason(CloseReason::InFlight);
-        inner::close(obj);
+        Recovering(Some(obj))
+    }
+}
+
+impl<C: Connector> Drop for Recovering<C> {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            inner::close(obj);
+        }
     }
 }
 

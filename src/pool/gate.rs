@@ -468,4 +468,38 @@ mod tests {
         assert!(gate.try_acquire().is_none());
         assert!(gate.acquire().await.is_none());
     }
+
+    #[test]
+    fn a_shrink_racing_with_a_return_leaves_no_permit_past_the_new_limit() {
+        let gate = Gate::new(2);
+        let (send, recv) = std::sync::mpsc::channel::<GatePermit>();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let returner = {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                for permit in recv {
+                    barrier.wait();
+                    drop(permit);
+                    barrier.wait();
+                }
+            })
+        };
+        for round in 0..20_000 {
+            let back = gate.try_acquire().unwrap();
+            let kept = gate.try_acquire().unwrap();
+            send.send(back).unwrap();
+            barrier.wait();
+            gate.set(1);
+            barrier.wait();
+            assert!(
+                gate.try_acquire().is_none(),
+                "round {round}: a second permit under a limit of 1 (debt {})",
+                gate.over()
+            );
+            drop(kept);
+            gate.set(2);
+        }
+        drop(send);
+        returner.join().unwrap();
+    }
 }

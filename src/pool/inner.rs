@@ -78,6 +78,9 @@ pub(crate) struct PoolInner<C: Connector> {
     /// Held while the reaper has idle connections out of the store to look at them, and by a
     /// get that found the store empty before it dials: what looks empty for that moment is not.
     pub(crate) sweeping: Mutex<()>,
+    /// Held by a warm-up while it fills the pool to `min_idle`: a second one (the reaper's
+    /// beside a caller's) counts after the first, instead of dialing past `min_idle`.
+    pub(crate) filling: tokio::sync::Mutex<()>,
     /// The pool's state as every `get` reads it, in one load: `REAPER_RUNNING` alone is the
     /// steady state. Otherwise the get sees to it first: `REAPER_RUNNING` clear (start the
     /// reaper), `RUNTIME_GONE` (close the connections whose runtime has shut down), `PAUSED`
@@ -179,12 +182,17 @@ impl<C: Connector> PoolInner<C> {
     }
 
     /// Changes the cap, then closes idle connections past it; the others close as they come
-    /// back or land. Serialized with `add` (see there).
+    /// back or land. Serialized with `add` (see there). A closed pool's cap stays 0: a resize
+    /// that found the pool open and reaches the lock after `close` changes nothing.
     pub(crate) fn set_cap(&self, max_size: usize) {
         let _adding = self
             .adding
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // `close` sets the flag before it takes the lock.
+        if max_size != 0 && self.is_closed() {
+            return;
+        }
         self.sockets.set(max_size);
         self.shed();
     }

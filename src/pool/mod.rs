@@ -39,10 +39,12 @@
 //! failure fails that get.
 //!
 //! **A cancellation.** Dropping a get drops its place in the queues (each one `Counted` guard
-//! or a tokio semaphore's waiter, which passes on a permit it was given). Its dial runs on and
-//! adds its connection to the store for the next get (counted `handed_off`). A `Conn` dropped
-//! with a request in flight goes to a recovery task, still counted as in use, or closes. Each
-//! socket's permit returns when its `Slot` drops, on every path.
+//! or a tokio semaphore's waiter, which passes on a permit it was given; while the pool is
+//! over its cap, the get leaving sheds the idle surplus, so a connection promised to it
+//! closes). Its dial runs on and adds its connection to the store for the next get (counted
+//! `handed_off`). A `Conn` dropped with a request in flight goes to a recovery task, still
+//! counted as in use, or closes; the task dropped unfinished (its runtime shut down) closes
+//! it too. Each socket's permit returns when its `Slot` drops, on every path.
 //!
 //! **Where connections are.** In the store (idle, lent, or being recovered), or in a dial task;
 //! the socket gate counts them all. A shrink (`resize`) closes idle surplus at once, and every

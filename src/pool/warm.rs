@@ -15,6 +15,7 @@ use crate::error::PoolError;
 pub(crate) async fn fill<C: Connector>(
     pool: &Arc<PoolInner<C>>,
 ) -> Result<usize, PoolError<C::Error>> {
+    let _one_at_a_time = pool.filling.lock().await;
     let before = pool.store.status().size;
     if before >= pool.min_idle || pool.is_closed() {
         return Ok(0);

@@ -6,6 +6,7 @@
 //! binary fails the test instead.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod logs;
 pub mod nutcracker;
 pub mod servers;
