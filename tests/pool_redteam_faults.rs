@@ -267,3 +267,50 @@ fn a_recovery_dropped_with_its_runtime_closes_the_connection() {
         });
     }
 }
+
+/// A target that stalls (its listen queue full, so SYNs go unanswered) with a create timeout
+/// below the dialer's connect timeout: the dial cut short by the create timeout marks the
+/// target down, so the next gets fail at once with the timeout instead of each waiting out
+/// its own create timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_cut_short_by_the_create_timeout_marks_a_stalled_target_down() {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(1).unwrap();
+    let target = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the listen queue: connections the listener never accepts.
+    let mut filling = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&target.into());
+        filling.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pool = Pool::builder(target)
+        .max_size(4)
+        .create_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let first = pool.get().await.map(drop).unwrap_err();
+    assert!(
+        matches!(first, PoolError::Timeout(TimeoutKind::Create)),
+        "{first:?}"
+    );
+    assert!(
+        pool.target_down(),
+        "the stalled dial marked the target down"
+    );
+    // The next get fails on the fast path, with the last dial error: a dial of its own would
+    // have been cut short by the create timeout again (the dialer's connect timeout is 2 s).
+    let next = pool.get().await.map(drop).unwrap_err();
+    assert_eq!(
+        next.dial_error().map(|e| e.kind()),
+        Some(multiloop::DialErrorKind::Timeout),
+        "{next:?}"
+    );
+    drop(filling);
+}

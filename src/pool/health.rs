@@ -90,6 +90,10 @@ impl Health {
 impl DialTicket {
     /// Records the dial's outcome.
     pub(crate) fn finish(mut self, result: Result<(), &DialError>) {
+        self.record(result);
+    }
+
+    fn record(&mut self, result: Result<(), &DialError>) {
         self.finished = true;
         {
             let mut state = self.health.lock();
@@ -124,10 +128,24 @@ impl DialTicket {
 }
 
 impl Drop for DialTicket {
+    /// A ticket dropped unfinished is a dial that did not end within the pool's create timeout
+    /// (the dial task's timer dropped it mid-connect; nothing else drops one): the target
+    /// stalls, which is recorded as a timeout, so that the next gets fail fast instead of each
+    /// waiting out its own create timeout (with a create timeout below the dialer's connect
+    /// timeout, no dial would ever report one).
     fn drop(&mut self) {
-        if self.probe && !self.finished {
-            self.health.lock().probing = false;
-            self.health.probed.notify_waiters();
+        if !self.finished {
+            let stalled = DialError::new(
+                DialErrorKind::Timeout,
+                None,
+                Vec::new(),
+                1,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the connect did not finish within the pool's create timeout",
+                ),
+            );
+            self.record(Err(&stalled));
         }
     }
 }
