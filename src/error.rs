@@ -371,10 +371,12 @@ impl<E: fmt::Display> fmt::Display for PoolError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PoolError::Timeout(TimeoutKind::Wait) => f.write_str(
-                "timed out waiting for a pooled connection: every connection stayed busy for \
-                 the wait timeout, so more work arrives than max_size connections serve; lower \
-                 the callers' concurrency (Pool::fan_out's limit, a bulkhead), send fewer \
-                 requests (memcached::get_many batches keys), or raise max_size",
+                "timed out waiting for a pooled connection: for the wait timeout every \
+                 connection stayed busy or was still being dialed, so more work arrives than \
+                 max_size connections serve (or than max_concurrent_dials dials fill an empty \
+                 pool); lower the callers' concurrency (Pool::fan_out's limit, a bulkhead), send \
+                 fewer requests (memcached::get_many batches keys), or raise max_size (or \
+                 max_concurrent_dials, or warm the pool up)",
             ),
             PoolError::Timeout(TimeoutKind::Create) => f.write_str(
                 "timed out setting up a new connection: the server is slow to accept or to \
