@@ -43,7 +43,10 @@ pub struct PoolConfig {
     /// How long a `get` may wait in all, for a bulkhead's permit and then for a connection.
     /// Default: 1 s. Waiting longer for a local cache means the pool is overloaded, and a fast
     /// error sheds load better than a pile of waiting tasks. Zero means "do not wait": a busy
-    /// pool fails at once.
+    /// pool fails at once. A get that started a dial waits for that dial to end (at most
+    /// [`create_timeout`](Self::create_timeout)) even past its wait timeout, and fails with
+    /// the dial's error; the new connection goes to the get that has waited longest, which
+    /// may be another, and then this one waits on until its wait timeout.
     pub wait_timeout: Duration,
     /// How long dialing and setting up one new connection may take. It runs in a task of its
     /// own: a caller that stops waiting does not stop it. Default: 3 s, the dialer's
