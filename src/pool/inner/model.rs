@@ -127,6 +127,12 @@ impl Pool {
     }
 }
 
+/// Runs `f` on another thread, on the same pool.
+fn beside(pool: &Arc<Pool>, f: impl FnOnce(&Pool) + Send + 'static) -> thread::JoinHandle<()> {
+    let pool = pool.clone();
+    thread::spawn(move || f(&pool))
+}
+
 /// Runs `f` in every interleaving loom explores (at most `LOOM_MAX_PREEMPTIONS` preemptions
 /// a thread, 3 unless set).
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -140,10 +146,7 @@ fn a_return_racing_with_a_shrink_leaves_no_idle_connection_past_the_cap() {
     model(|| {
         let pool = Pool::new(2);
         let (first, second) = (pool.dial(), pool.dial());
-        let back = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.give_back(first))
-        };
+        let back = beside(&pool, move |pool| pool.give_back(first));
         pool.set_cap(1);
         back.join().unwrap();
         pool.give_back(second);
@@ -161,10 +164,7 @@ fn a_return_racing_with_a_close_leaves_nothing_open() {
     model(|| {
         let pool = Pool::new(2);
         let (first, second) = (pool.dial(), pool.dial());
-        let back = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.give_back(first))
-        };
+        let back = beside(&pool, move |pool| pool.give_back(first));
         pool.give_back(second);
         pool.close();
         back.join().unwrap();
@@ -179,10 +179,7 @@ fn a_dial_landing_as_the_pool_closes_closes() {
     model(|| {
         let pool = Pool::new(2);
         let landing = pool.dial();
-        let dial = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.add(landing))
-        };
+        let dial = beside(&pool, move |pool| pool.add(landing));
         pool.close();
         dial.join().unwrap();
         assert_eq!(pool.store.idle(), 0, "a dial landed in a closed pool");
@@ -195,10 +192,7 @@ fn a_resize_racing_with_a_close_does_not_reopen_it() {
     model(|| {
         let pool = Pool::new(1);
         let lent = pool.dial();
-        let resize = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.set_cap(3))
-        };
+        let resize = beside(&pool, move |pool| pool.set_cap(3));
         pool.close();
         resize.join().unwrap();
         pool.give_back(lent);
@@ -213,19 +207,13 @@ fn gets_racing_with_a_shrink_and_returns_never_find_a_permit_without_a_connectio
         let pool = Pool::new(2);
         let (first, second) = (pool.dial(), pool.dial());
         pool.give_back(first);
-        let get = {
-            let pool = pool.clone();
-            thread::spawn(move || {
-                // A get that takes what is idle, and gives it back.
-                if let Some(conn) = pool.store.try_pop() {
-                    pool.give_back(conn);
-                }
-            })
-        };
-        let back = {
-            let pool = pool.clone();
-            thread::spawn(move || pool.give_back(second))
-        };
+        let get = beside(&pool, move |pool| {
+            // A get that takes what is idle, and gives it back.
+            if let Some(conn) = pool.store.try_pop() {
+                pool.give_back(conn);
+            }
+        });
+        let back = beside(&pool, move |pool| pool.give_back(second));
         pool.set_cap(1);
         get.join().unwrap();
         back.join().unwrap();
