@@ -90,8 +90,6 @@ async fn task<C: Connector>(
     })
     .await;
     drop(dial);
-    // No longer dialing: the connection, if any, is counted in the store from here.
-    drop(dialing);
     let outcome = match made {
         Ok(Ok(conn)) => {
             pool.counters.created.fetch_add(1, Ordering::Relaxed);
@@ -113,8 +111,14 @@ async fn task<C: Connector>(
             pool.add(slot);
             Ok(())
         }
-        Ok(Err(e)) => Err(e),
-        Err(_elapsed) => Err(PoolError::Timeout(TimeoutKind::Create)),
+        Ok(Err(e)) => {
+            drop(socket);
+            Err(e)
+        }
+        Err(_elapsed) => {
+            drop(socket);
+            Err(PoolError::Timeout(TimeoutKind::Create))
+        }
     };
     if outcome.is_err() {
         pool.counters.create_errors.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +126,9 @@ async fn task<C: Connector>(
     // Sent after the connection is in the store, so a get told of success finds it there
     // (unless an older waiter took it).
     drop(tx.send(outcome));
+    // Last: once no dial is counted, every dial's connection, counters and permits are
+    // settled (for an instant a landing connection is counted in the store and here).
+    drop(dialing);
 }
 
 /// Dials, then the connector's handshake; once more if the connector learned something that

@@ -89,8 +89,9 @@ pub struct Status {
     pub idle: usize,
     /// Connections handed out (or being recovered after a cancelled request).
     pub in_use: usize,
-    /// Dials in progress. `size + dialing` never exceeds `max_size`, but after a shrink, until
-    /// the connections in use past the new cap come back and close.
+    /// Dials in progress. `size + dialing` never exceeds `max_size` but for the instant a new
+    /// connection lands (counted in both), and after a shrink, until the connections in use
+    /// past the new cap come back and close.
     pub dialing: usize,
     /// Gets queued for a busy pool, at most `max_waiters`.
     pub waiting: usize,
